@@ -1,0 +1,37 @@
+//! The custom resources of group `pipelines.kubeflow.org`, version `v1beta1`, their common
+//! types and the version hashing. Pure: nothing here talks to a cluster.
+
+pub mod common;
+pub mod crd;
+pub mod experiment;
+pub mod hash;
+pub mod pipeline;
+pub mod provider;
+pub mod run;
+pub mod run_configuration;
+pub mod run_schedule;
+mod schema;
+
+pub use common::{
+    Artifact, ArtifactPath, NamedValue, NamespacedName, OutputArtifact, ParseError, PipelineIdentifier,
+    ProviderAndId, Status,
+};
+pub use experiment::{Experiment, ExperimentSpec};
+pub use pipeline::{Pipeline, PipelineFramework, PipelineSpec};
+pub use provider::{Framework, Patch, PatchType, Provider, ProviderSpec, ProviderType};
+pub use run::{
+    CompletionState, Dependencies, ObservedVersion, Parameter, Run, RunConfigurationRef, RunReference, RunSpec,
+    RunStatus, ValueFrom,
+};
+pub use run_configuration::{
+    LatestRuns, OnChangeType, RunConfiguration, RunConfigurationSpec, RunConfigurationStatus, Schedule,
+    TriggeredRunReference, Triggers, TriggersStatus,
+};
+pub use run_schedule::{RunSchedule, RunScheduleSpec};
+
+/// The API group of every kind.
+pub const GROUP: &str = "pipelines.kubeflow.org";
+/// The served and stored version.
+pub const VERSION: &str = "v1beta1";
+/// The finalizer on provider-synchronised resources.
+pub const FINALIZER: &str = "finalizer.pipelines.kubeflow.org";

@@ -1,0 +1,82 @@
+//! The command line: `run` starts the operator, `crd` prints or writes the CRDs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::api;
+use crate::operator;
+
+/// Kubernetes operator for ML pipelines: Pipelines, Runs, RunConfigurations, RunSchedules,
+/// Experiments and Providers, with event-driven run completion.
+#[derive(Debug, Parser)]
+#[command(name = "kfp-operator", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per kind into a directory.
+    Crd {
+        /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+/// Options of `kfp-operator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Address of the admin server (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "KFP_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: SocketAddr,
+    /// Install or update the CRDs (server-side apply) before starting.
+    #[arg(long, env = "KFP_INSTALL_CRDS")]
+    pub install_crds: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "KFP_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Args {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Run(args) => {
+                init_tracing(args.log_json);
+                operator::run(args).await
+            }
+            Command::Crd { output_dir: None } => {
+                print!("{}", api::crd::all_to_yaml()?);
+                Ok(())
+            }
+            Command::Crd { output_dir: Some(dir) } => write_crds(&dir),
+        }
+    }
+}
+
+fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for crd in api::crd::all() {
+        let path = dir.join(api::crd::file_name(&crd));
+        std::fs::write(&path, api::crd::to_yaml(&crd)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

