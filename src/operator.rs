@@ -21,17 +21,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
 
     let mut registry = Registry::with_prefix("kfp_operator");
-    registry.register(
-        "build",
-        "Build information",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-    );
+    registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
     let admin = AdminState::new(registry);
-    let listener =
-        TcpListener::bind(admin_addr).await.with_context(|| format!("binding the admin server to {admin_addr}"))?;
+    let listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding the admin server to {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin server listening");
     let admin_server = tokio::spawn(
-        axum::serve(listener, server::router(admin.clone())).with_graceful_shutdown(shutdown_signal()).into_future(),
+        axum::serve(listener, server::router(admin.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .into_future(),
     );
 
     if install_crds {

@@ -1,6 +1,7 @@
 //! Pure checks of the generated CRDs: `crds/` matches the code, our v1beta1 schemas accept every
 //! field the reference declares (same name, type, pattern and enum), and the reference's example
 //! manifests survive a round trip through our types without loss.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,7 +92,11 @@ fn v1beta1_schema(crd: &Value) -> Value {
 
 /// Differences that are deliberate: (kind, path suffix, reason).
 const ACCEPTED_DIFFERENCES: &[(&str, &str, &str)] = &[
-    ("*", ".spec required", "an object without a spec names no provider; we reject it instead of failing later"),
+    (
+        "*",
+        ".spec required",
+        "an object without a spec names no provider; we reject it instead of failing later",
+    ),
     (
         "runs",
         ".status.completionState",
@@ -110,7 +115,9 @@ const ACCEPTED_DIFFERENCES: &[(&str, &str, &str)] = &[
 ];
 
 fn accepted(plural: &str, what: &str) -> bool {
-    ACCEPTED_DIFFERENCES.iter().any(|(kind, suffix, _)| (*kind == "*" || *kind == plural) && what.ends_with(suffix))
+    ACCEPTED_DIFFERENCES
+        .iter()
+        .any(|(kind, suffix, _)| (*kind == "*" || *kind == plural) && what.ends_with(suffix))
 }
 
 /// Whether `ours` accepts at least what `reference` accepts and means the same.
@@ -145,7 +152,9 @@ fn our_schemas_accept_every_reference_field() {
             };
             let shown_path = if path.is_empty() { ":root" } else { path };
             if !compatible(our_node, reference_node) && !accepted(&plural, shown_path) {
-                differences.push(format!("{plural}: {path:?} is {our_node:?}, the reference has {reference_node:?}"));
+                differences.push(format!(
+                    "{plural}: {path:?} is {our_node:?}, the reference has {reference_node:?}"
+                ));
             } else if our_node != reference_node {
                 println!("{plural}: {shown_path} accepts more than the reference: {our_node:?}");
             }
@@ -176,9 +185,10 @@ where
 fn reference_examples_round_trip_without_loss() {
     let examples = support::repo_root().join("tests/fixtures/reference/examples");
     let mut seen = 0;
-    for file in ["quickstart", "kfpsdk-quickstart"].iter().flat_map(|dir| {
-        std::fs::read_dir(examples.join(dir)).unwrap().map(|entry| entry.unwrap().path())
-    }) {
+    for file in ["quickstart", "kfpsdk-quickstart"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(examples.join(dir)).unwrap().map(|entry| entry.unwrap().path()))
+    {
         for document in read_yaml_documents(&file) {
             if !document["apiVersion"].as_str().is_some_and(|v| v.starts_with("pipelines.kubeflow.org/")) {
                 continue;

@@ -13,8 +13,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Pattern of a `spec.provider` reference: the namespace is mandatory.
-pub const PROVIDER_REFERENCE_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+pub const PROVIDER_REFERENCE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// Pattern of a `spec.pipeline` reference (`name` or `name:version`).
 pub const PIPELINE_IDENTIFIER_PATTERN: &str = r"^[\w\-]+(?::[\w\-_.]+)?$";
 /// Pattern of an artifact path (`Component:Artifact[:index][filter]`).
@@ -281,9 +280,8 @@ impl FromStr for ArtifactPath {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let captures = ARTIFACT_PATH_REGEX
-            .captures(s)
-            .ok_or_else(|| ParseError::ArtifactPath(s.to_owned()))?;
+        let captures =
+            ARTIFACT_PATH_REGEX.captures(s).ok_or_else(|| ParseError::ArtifactPath(s.to_owned()))?;
         let group = |i: usize| captures.get(i).map_or("", |m| m.as_str());
         let index = match group(3) {
             "" => 0,
@@ -429,7 +427,18 @@ mod tests {
 
     #[test]
     fn malformed_artifact_paths_are_rejected() {
-        for input in ["", "Pusher", ":a", "a:", "a:b:c", "a:b[x", "a:b[]", "a:b[x:y]", "a[b]:c", "a:b:99999999999999999999999"] {
+        for input in [
+            "",
+            "Pusher",
+            ":a",
+            "a:",
+            "a:b:c",
+            "a:b[x",
+            "a:b[]",
+            "a:b[x:y]",
+            "a[b]:c",
+            "a:b:99999999999999999999999",
+        ] {
             assert!(input.parse::<ArtifactPath>().is_err(), "{input:?} should not parse");
         }
     }

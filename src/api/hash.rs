@@ -447,8 +447,6 @@ fn is_supported_digest(digest: &str) -> bool {
 }
 
 #[cfg(test)]
-// Panicking on malformed fixtures is what a test should do.
-#[allow(clippy::expect_used)]
 mod tests {
     use std::str::FromStr;
 

@@ -20,8 +20,8 @@ pub use experiment::{Experiment, ExperimentSpec};
 pub use pipeline::{Pipeline, PipelineFramework, PipelineSpec};
 pub use provider::{Framework, Patch, PatchType, Provider, ProviderSpec, ProviderType};
 pub use run::{
-    CompletionState, Dependencies, ObservedVersion, Parameter, Run, RunConfigurationRef, RunReference, RunSpec,
-    RunStatus, ValueFrom,
+    CompletionState, Dependencies, ObservedVersion, Parameter, Run, RunConfigurationRef, RunReference,
+    RunSpec, RunStatus, ValueFrom,
 };
 pub use run_configuration::{
     LatestRuns, OnChangeType, RunConfiguration, RunConfigurationSpec, RunConfigurationStatus, Schedule,

@@ -41,8 +41,7 @@ pub struct ProviderSpec {
     /// Image of the provider service.
     pub service_image: String,
     /// Deprecated and ignored.
-    #[serde(default)]
-    #[schemars(extend("default" = ""))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub execution_mode: String,
     /// Service account of the provider service's pods.
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
@@ -85,10 +84,10 @@ pub enum ProviderType {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Framework {
     /// The framework name that Pipelines refer to in `spec.framework.name`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The compiler image for this framework.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Patches applied to the compiled pipeline definition before it is submitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -103,7 +102,7 @@ pub struct Patch {
     #[schemars(schema_with = "super::schema::optional::<PatchType>")]
     pub patch_type: Option<PatchType>,
     /// The patch document, as a JSON string.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub payload: String,
 }
 

@@ -70,10 +70,7 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get_path(state: Arc<AdminState>, path: &str) -> (StatusCode, String) {
-        let response = router(state)
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = router(state).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())

@@ -62,13 +62,19 @@ pub fn control_plane() -> &'static ControlPlane {
             );
         }
         let plane = ControlPlane { kubeconfig: test_env_dir().join("kubeconfig") };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let client = client_for(&plane.kubeconfig).await;
-            kfp_operator::crds::install(&client, Duration::from_secs(60))
-                .await
-                .unwrap_or_else(|e| panic!("installing the CRDs on the test apiserver failed: {e}"));
-        });
+        // Tests run inside their own runtimes, so the one-off install gets a thread and runtime of its own.
+        let kubeconfig = plane.kubeconfig.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let client = client_for(&kubeconfig).await;
+                kfp_operator::crds::install(&client, Duration::from_secs(60))
+                    .await
+                    .unwrap_or_else(|e| panic!("installing the CRDs on the test apiserver failed: {e}"));
+            });
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("installing the CRDs on the test apiserver failed (see above)"));
         plane
     })
 }
@@ -89,11 +95,7 @@ pub async fn client() -> kube::Client {
 /// A fresh namespace for one test, named after it.
 pub async fn namespace(client: &kube::Client, test_name: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let suffix = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
     let mut base: String = test_name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
