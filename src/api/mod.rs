@@ -35,3 +35,6 @@ pub const GROUP: &str = "pipelines.kubeflow.org";
 pub const VERSION: &str = "v1beta1";
 /// The finalizer on provider-synchronised resources.
 pub const FINALIZER: &str = "finalizer.pipelines.kubeflow.org";
+
+#[cfg(test)]
+mod round_trip_tests;
