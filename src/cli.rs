@@ -42,6 +42,39 @@ pub struct RunArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "KFP_LOG_JSON")]
     pub log_json: bool,
+    /// The operator configuration file (YAML); flags override it.
+    #[arg(long, env = "KFP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Watch only this namespace (repeat for several); all namespaces when absent.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// How many objects of one kind are reconciled at once.
+    #[arg(long)]
+    pub concurrency: Option<u16>,
+    /// Delete completed Runs this long after completion (e.g. `10m`).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub run_completion_ttl: Option<std::time::Duration>,
+}
+
+impl RunArgs {
+    /// The configuration file, if any, with the flags applied over it, validated.
+    pub fn operator_config(&self) -> Result<crate::config::OperatorConfig, crate::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => crate::config::OperatorConfig::from_file(path)?,
+            None => crate::config::OperatorConfig::default(),
+        };
+        if !self.namespaces.is_empty() {
+            config.namespaces = self.namespaces.clone();
+        }
+        if let Some(concurrency) = self.concurrency {
+            config.concurrency = concurrency;
+        }
+        if self.run_completion_ttl.is_some() {
+            config.run_completion_ttl = self.run_completion_ttl;
+        }
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl Args {

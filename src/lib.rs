@@ -3,6 +3,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod completion;
+pub mod config;
+pub mod controller;
 pub mod crds;
+pub mod events;
 pub mod operator;
+pub mod provider;
 pub mod server;

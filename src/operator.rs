@@ -9,13 +9,14 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
-use crate::crds;
 use crate::server::{self, AdminState};
+use crate::{completion, controller, crds};
 
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let RunArgs { admin_addr, install_crds, log_json: _ } = args;
+    let config = args.operator_config()?;
+    let RunArgs { admin_addr, install_crds, .. } = args;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
@@ -27,9 +28,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin server to {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin server listening");
+    let shutdown = controller::shutdown_signal(shutdown_signal());
     let admin_server = tokio::spawn(
         axum::serve(listener, server::router(admin.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );
 
@@ -39,9 +41,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         crds::wait_established(&client, CRD_TIMEOUT).await?;
     }
+    let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
+    let registry = controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
+    let ctx = controller::Context::new(client.clone(), config, registry);
+    let completions =
+        tokio::spawn(completion::complete_stub_runs(client.clone(), created_runs, shutdown.clone()));
+    let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));
     admin.set_ready(true);
     tracing::info!("kfp-operator ready");
 
+    controllers.await.context("controllers task")?;
+    completions.await.context("completions task")?;
     admin_server.await.context("admin server task")?.context("admin server")?;
     tracing::info!("kfp-operator stopped");
     Ok(())

@@ -1,0 +1,236 @@
+//! The operator configuration: a YAML file (`--config`) with command-line overrides, validated
+//! at start so a mistake stops the operator with a message naming the setting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// What is wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the operator can be configured with. Field names are camelCase in the file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// How many objects of one kind are reconciled at once.
+    pub concurrency: u16,
+    /// Completed Runs are deleted this long after completion; absent means never.
+    #[serde(deserialize_with = "optional_duration")]
+    pub run_completion_ttl: Option<Duration>,
+    /// How long one provider call may take.
+    #[serde(deserialize_with = "duration")]
+    pub provider_call_timeout: Duration,
+    /// First delay before retrying a failed provider call; doubles up to `retryMaxDelay`.
+    #[serde(deserialize_with = "duration")]
+    pub retry_initial_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max_delay: Duration,
+    /// How often a settled object is looked at again as a safety net.
+    #[serde(deserialize_with = "duration")]
+    pub resync_period: Duration,
+    /// The provider service Deployment and Service the operator runs for `http` Providers with
+    /// a `serviceImage` and no `serviceUrl`.
+    pub provider_defaults: ProviderDefaults,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            concurrency: 8,
+            run_completion_ttl: None,
+            provider_call_timeout: Duration::from_secs(30),
+            retry_initial_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            resync_period: Duration::from_secs(3600),
+            provider_defaults: ProviderDefaults::default(),
+        }
+    }
+}
+
+/// Defaults of provider service Deployments and Services.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProviderDefaults {
+    pub replicas: i32,
+    pub service_port: i32,
+    pub metrics_port: i32,
+    pub service_container_name: String,
+    /// Labels added to the Deployment, its pods and the Service.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ProviderDefaults {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            service_port: 8080,
+            metrics_port: 8081,
+            service_container_name: "provider-service".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Reads a configuration file; absent settings take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config: Self = serde_saphyr::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.concurrency == 0 {
+            return invalid("concurrency must be at least 1".into());
+        }
+        if self.provider_call_timeout.is_zero() {
+            return invalid("providerCallTimeout must be more than 0".into());
+        }
+        if self.retry_initial_delay.is_zero() || self.retry_initial_delay > self.retry_max_delay {
+            return invalid("retryInitialDelay must be more than 0 and at most retryMaxDelay".into());
+        }
+        if self.resync_period < Duration::from_secs(1) {
+            return invalid("resyncPeriod must be at least 1s".into());
+        }
+        let defaults = &self.provider_defaults;
+        for (name, port) in [("servicePort", defaults.service_port), ("metricsPort", defaults.metrics_port)] {
+            if !(1..=65535).contains(&port) {
+                return invalid(format!("providerDefaults.{name} {port} is not a port number"));
+            }
+        }
+        if defaults.replicas < 0 {
+            return invalid("providerDefaults.replicas must not be negative".into());
+        }
+        if let Some(namespace) = self.namespaces.iter().find(|n| !is_dns_label(n)) {
+            return invalid(format!("namespace {namespace:?} is not a valid namespace name"));
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `attempt` (0-based).
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(20));
+        self.retry_initial_delay.saturating_mul(factor).min(self.retry_max_delay)
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Parses a Go-style duration: `300ms`, `5s`, `10m`, `1h30m`, `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let value: f64 =
+            number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 10m"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            "" => return Err(format!("{text:?} needs a unit (ms, s, m or h)")),
+            other => return Err(format!("unknown unit {other:?} in {text:?}; use ms, s, m or h")),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))?;
+        rest = next;
+    }
+    Ok(total)
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn a_file_is_read_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "concurrency: 4\nrunCompletionTtl: 10m\nproviderDefaults:\n  servicePort: 9000\n",
+        )
+        .unwrap();
+        let config = OperatorConfig::from_file(&path).unwrap();
+        assert_eq!(config.concurrency, 4);
+        assert_eq!(config.run_completion_ttl, Some(Duration::from_secs(600)));
+        assert_eq!(config.provider_defaults.service_port, 9000);
+        assert_eq!(config.provider_defaults.metrics_port, 8081);
+
+        std::fs::write(&path, "concurency: 4\n").unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("concurency"), "{error}");
+
+        std::fs::write(&path, "runCompletionTtl: soon\n").unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("soon"), "{error}");
+
+        std::fs::write(&path, "concurrency: 0\n").unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("concurrency must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_maximum() {
+        let config = OperatorConfig::default();
+        assert_eq!(config.retry_delay(0), Duration::from_secs(1));
+        assert_eq!(config.retry_delay(3), Duration::from_secs(8));
+        assert_eq!(config.retry_delay(30), Duration::from_secs(300));
+    }
+}

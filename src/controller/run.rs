@@ -1,0 +1,298 @@
+//! The Run reconciler: completion bookkeeping and TTL deletion, the immutability check, the
+//! dependency snapshot (pipeline version and referenced RunConfigurations' latest runs),
+//! parameter resolution, and then the shared provider synchronisation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::dependencies::{dependency_map, resolve_parameters};
+use super::state::{READY, SYNCHRONIZED, SyncState, set_condition};
+use super::sync::{Synced, reconcile_synced};
+use super::{Context, Error};
+use crate::api::{
+    CompletionState, NamespacedName, Pipeline, Provider, Run, RunConfiguration, RunReference, RunStatus,
+    Status, hash,
+};
+use crate::provider::{ResourceKind, definitions};
+
+/// The condition that says whether a run's dependencies are known.
+pub const DEPENDENCIES_RESOLVED: &str = "DependenciesResolved";
+/// The field manager of completion states, apart from the reconciler's.
+pub const COMPLETION_FIELD_MANAGER: &str = "kfp-operator-completion";
+
+impl Synced for Run {
+    const RESOURCE: ResourceKind = ResourceKind::Run;
+    fn provider_ref(&self) -> &NamespacedName {
+        &self.spec.provider
+    }
+    fn sync_status(&self) -> Option<&Status> {
+        self.status.as_ref().map(|s| &s.status)
+    }
+    fn version(&self) -> String {
+        let observed = self.status.as_ref().map_or("", |s| s.dependencies.pipeline.version.as_str());
+        hash::run_version(&self.spec, observed)
+    }
+    fn definition(&self, _: &Provider) -> Result<Value, definitions::DefinitionError> {
+        definitions::run(self, &[])
+    }
+    fn status_body(&self, status: Status) -> Value {
+        let current = self.status.clone().unwrap_or_default();
+        owned_status(&RunStatus { status, ..current })
+    }
+}
+
+/// The part of a Run's status the reconciler owns (everything but `completionState`).
+fn owned_status(status: &RunStatus) -> Value {
+    let mut body = json!(RunStatus { completion_state: None, ..status.clone() });
+    if let Some(object) = body.as_object_mut() {
+        object.remove("completionState");
+    }
+    body
+}
+
+/// Records that a run finished, as reported by a completion event. Returns false when the Run
+/// does not exist.
+pub async fn record_completion(
+    client: &kube::Client,
+    run: &NamespacedName,
+    state: CompletionState,
+) -> Result<bool, kube::Error> {
+    let api: Api<Run> = Api::namespaced(client.clone(), &run.namespace);
+    let body = json!({
+        "apiVersion": Run::api_version(&()),
+        "kind": "Run",
+        "status": { "completionState": state },
+    });
+    match api
+        .patch_status(&run.name, &PatchParams::apply(COMPLETION_FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) if is_not_found(&error) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now(),
+    }
+}
+
+async fn write_run_status(ctx: &Context, run: &Run, status: &RunStatus) -> Result<(), Error> {
+    if run.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    ctx.apply_status(run, &owned_status(status)).await
+}
+
+/// The pipeline version a run should record: the pinned one, or the Pipeline's synchronised
+/// version. `None` means "not yet known: wait".
+async fn observed_pipeline_version(ctx: &Context, run: &Run) -> Result<Result<String, String>, Error> {
+    let pipeline = &run.spec.pipeline;
+    if !pipeline.version.is_empty() {
+        return Ok(Ok(pipeline.version.clone()));
+    }
+    let namespace = run.namespace().unwrap_or_default();
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(found) = api.get_opt(&pipeline.name).await? else {
+        return Ok(Err(format!("pipeline {namespace}/{} does not exist", pipeline.name)));
+    };
+    let status = found.status.unwrap_or_default();
+    match SyncState::of(&status) {
+        SyncState::Succeeded if !status.version.is_empty() => Ok(Ok(status.version)),
+        state => Ok(Err(format!(
+            "pipeline {namespace}/{} is {state}, waiting for it to be Succeeded",
+            pipeline.name
+        ))),
+    }
+}
+
+async fn latest_succeeded_runs(
+    ctx: &Context,
+    run: &Run,
+) -> Result<Vec<(NamespacedName, Option<RunReference>)>, Error> {
+    let namespace = run.namespace().unwrap_or_default();
+    let mut found = Vec::new();
+    for reference in super::dependencies::referenced_run_configurations(&run.spec.parameters, &[]) {
+        let qualified = reference.qualified(&namespace);
+        let api: Api<RunConfiguration> = Api::namespaced(ctx.client.clone(), &qualified.namespace);
+        let latest = api.get_opt(&qualified.name).await?.and_then(|rc| rc.status?.latest_runs.succeeded);
+        found.push((qualified, latest));
+    }
+    Ok(found)
+}
+
+pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let run = run.as_ref();
+    if run.meta().deletion_timestamp.is_some() {
+        return reconcile_synced(run, &ctx, None).await;
+    }
+    let generation = run.meta().generation;
+    let mut status = run.status.clone().unwrap_or_default();
+
+    if status.completion_state.is_some() && status.marked_completed_at.is_none() {
+        status.marked_completed_at = Some(now());
+        write_run_status(&ctx, run, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let mut requeue_for_ttl = None;
+    if let (Some(ttl), Some(marked)) = (ctx.config.run_completion_ttl, &status.marked_completed_at) {
+        let elapsed = jiff::Timestamp::now().duration_since(marked.0);
+        let ttl_signed = jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::MAX);
+        if elapsed >= ttl_signed {
+            let api: Api<Run> = Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+            api.delete(&run.name_any(), &DeleteParams::default()).await?;
+            ctx.event(
+                run,
+                false,
+                "Expired",
+                format!("completed run deleted after its TTL of {}s", ttl.as_secs()),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        requeue_for_ttl = Some(Duration::try_from(ttl_signed - elapsed).unwrap_or(ttl));
+    }
+
+    if generation.is_some_and(|g| g > 1) {
+        let message = format!(
+            "the spec of a Run cannot change after creation (it is at generation {}); delete the Run and create a new one",
+            generation.unwrap_or_default()
+        );
+        set_condition(
+            &mut status.status.conditions,
+            condition(SYNCHRONIZED, false, "Failed", &message, generation),
+        );
+        set_condition(&mut status.status.conditions, condition(READY, false, "Failed", &message, generation));
+        if run.status.as_ref() != Some(&status) {
+            ctx.event(run, true, "SpecImmutable", message).await;
+        }
+        write_run_status(&ctx, run, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let namespace = run.namespace().unwrap_or_default();
+    if status.dependencies.pipeline.is_empty() {
+        let latest = latest_succeeded_runs(&ctx, run).await?;
+        status.dependencies.run_configurations =
+            dependency_map(&run.spec.parameters, &[], &namespace, |reference| {
+                latest.iter().find(|(name, _)| name == reference).and_then(|(_, latest)| latest.clone())
+            });
+        match observed_pipeline_version(&ctx, run).await? {
+            Ok(version) => {
+                status.dependencies.pipeline.version = version;
+                set_condition(
+                    &mut status.status.conditions,
+                    condition(
+                        DEPENDENCIES_RESOLVED,
+                        true,
+                        "Resolved",
+                        "the pipeline version and dependencies are known",
+                        generation,
+                    ),
+                );
+            }
+            Err(waiting) => {
+                set_condition(
+                    &mut status.status.conditions,
+                    condition(DEPENDENCIES_RESOLVED, false, "WaitingForPipeline", &waiting, generation),
+                );
+                write_run_status(&ctx, run, &status).await?;
+                return Ok(Action::requeue(ctx.config.retry_max_delay));
+            }
+        }
+    }
+
+    let resolved = match resolve_parameters(&run.spec.parameters, &status.dependencies.run_configurations) {
+        Ok(resolved) => resolved,
+        Err(message) => {
+            set_condition(
+                &mut status.status.conditions,
+                condition(DEPENDENCIES_RESOLVED, false, "UnresolvedParameters", &message, generation),
+            );
+            write_run_status(&ctx, run, &status).await?;
+            return Ok(Action::requeue(ctx.config.retry_max_delay));
+        }
+    };
+    if run.status.as_ref() != Some(&status) {
+        write_run_status(&ctx, run, &status).await?;
+        return Ok(Action::await_change());
+    }
+    for name in &resolved.unresolved_optional {
+        tracing::debug!(run = %run.name_any(), parameter = %name, "optional parameter left out");
+    }
+    let definition = definitions::run(run, &resolved.values)?;
+    let action = reconcile_synced(run, &ctx, Some(definition)).await?;
+    Ok(match requeue_for_ttl {
+        Some(remaining) => Action::requeue(remaining),
+        None => action,
+    })
+}
+
+/// Runs the Run controller over the `index`-th configured namespace. Pipelines and
+/// RunConfigurations changing wake the runs still waiting on them.
+pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
+    let Some(api) = super::apis::<Run>(&ctx.client, &ctx.config).into_iter().nth(index) else {
+        return;
+    };
+    let pipelines = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(index);
+    let run_configurations = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(index);
+    let controller = Controller::new(api, super::watcher_config())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
+    let store = controller.store();
+    let waiting_runs = move |matches: Box<dyn Fn(&Run) -> bool + Send>| {
+        store
+            .state()
+            .into_iter()
+            .filter(|run| run.status.as_ref().is_none_or(|s| s.dependencies.pipeline.is_empty()))
+            .filter(|run| matches(run))
+            .map(|run| ObjectRef::from_obj(run.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let waiting_for_rc = waiting_runs.clone();
+    let mut controller = controller;
+    if let Some(pipelines) = pipelines {
+        controller = controller.watches(pipelines, super::watcher_config(), move |pipeline: Pipeline| {
+            let namespace = pipeline.namespace();
+            let name = pipeline.name_any();
+            waiting_runs(Box::new(move |run: &Run| {
+                run.namespace() == namespace && run.spec.pipeline.name == name
+            }))
+        });
+    }
+    if let Some(run_configurations) = run_configurations {
+        controller =
+            controller.watches(run_configurations, super::watcher_config(), move |rc: RunConfiguration| {
+                let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
+                waiting_for_rc(Box::new(move |run: &Run| {
+                    let namespace = run.namespace().unwrap_or_default();
+                    super::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
+                        .iter()
+                        .any(|reference| reference.qualified(&namespace) == target)
+                }))
+            });
+    }
+    let controller = controller.graceful_shutdown_on(shutdown);
+    super::drain(controller.run(reconcile, super::sync::error_policy::<Run>, ctx), "run").await;
+}

@@ -1,0 +1,340 @@
+//! The reconciler of the kinds synchronised with a provider (Pipeline, Experiment,
+//! RunSchedule, and Run after its own preparation): finalizer, provider lookup, the state
+//! machine's plan, the provider call, and the status before and after it.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::state::{Desired, Outcome, Plan, StatusBuilder, SyncState, plan};
+use super::{Context, Error, FORCE_DELETE_ANNOTATION};
+use crate::api::{self, Experiment, NamespacedName, Pipeline, Provider, RunSchedule, Status, hash};
+use crate::provider::{ProviderApi, ResourceKind, definitions};
+
+/// A kind the operator keeps in step with a provider.
+pub trait Synced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    const RESOURCE: ResourceKind;
+
+    /// The Provider named by the spec.
+    fn provider_ref(&self) -> &NamespacedName;
+    /// The common status, if any.
+    fn sync_status(&self) -> Option<&Status>;
+    /// The version of the spec now.
+    fn version(&self) -> String;
+    /// The definition sent to the provider.
+    fn definition(&self, provider: &Provider) -> Result<Value, definitions::DefinitionError>;
+    /// The whole status to apply when the common status becomes `status`.
+    fn status_body(&self, status: Status) -> Value {
+        json!(status)
+    }
+}
+
+impl Synced for Pipeline {
+    const RESOURCE: ResourceKind = ResourceKind::Pipeline;
+    fn provider_ref(&self) -> &NamespacedName {
+        &self.spec.provider
+    }
+    fn sync_status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+    fn version(&self) -> String {
+        hash::pipeline_version(&self.spec)
+    }
+    fn definition(&self, provider: &Provider) -> Result<Value, definitions::DefinitionError> {
+        definitions::pipeline(self, provider)
+    }
+}
+
+impl Synced for Experiment {
+    const RESOURCE: ResourceKind = ResourceKind::Experiment;
+    fn provider_ref(&self) -> &NamespacedName {
+        &self.spec.provider
+    }
+    fn sync_status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+    fn version(&self) -> String {
+        hash::experiment_version(&self.spec)
+    }
+    fn definition(&self, _: &Provider) -> Result<Value, definitions::DefinitionError> {
+        definitions::experiment(self)
+    }
+}
+
+impl Synced for RunSchedule {
+    const RESOURCE: ResourceKind = ResourceKind::RunSchedule;
+    fn provider_ref(&self) -> &NamespacedName {
+        &self.spec.provider
+    }
+    fn sync_status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+    fn version(&self) -> String {
+        hash::run_schedule_version(&self.spec)
+    }
+    fn definition(&self, _: &Provider) -> Result<Value, definitions::DefinitionError> {
+        definitions::run_schedule(self)
+    }
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn has_finalizer(object: &impl Resource) -> bool {
+    object.meta().finalizers.iter().flatten().any(|f| f == api::FINALIZER)
+}
+
+/// Adds or removes our finalizer with a JSON patch guarded by a `test` of the current list.
+pub async fn set_finalizer<K: Synced>(ctx: &Context, object: &K, present: bool) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let current: Vec<String> = object.meta().finalizers.clone().unwrap_or_default();
+    let mut wanted: Vec<String> = current.iter().filter(|f| *f != api::FINALIZER).cloned().collect();
+    if present {
+        wanted.push(api::FINALIZER.to_owned());
+    }
+    let operations = if object.meta().finalizers.is_some() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "replace", "path": "/metadata/finalizers", "value": wanted},
+        ])
+    } else {
+        json!([{"op": "add", "path": "/metadata/finalizers", "value": wanted}])
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).map_err(|e| Error::Invalid(format!("finalizer patch: {e}")))?;
+    api.patch(&object.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+    Ok(())
+}
+
+/// Writes `status` if it differs from what the object has, and publishes an Event for a new state.
+async fn write_status<K: Synced>(
+    ctx: &Context,
+    object: &K,
+    previous: &Status,
+    status: Status,
+) -> Result<(), Error> {
+    if *previous == status {
+        return Ok(());
+    }
+    let state = SyncState::of(&status);
+    let message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::state::SYNCHRONIZED)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let changed_state = SyncState::of(previous) != state || message != synchronized_message(previous);
+    ctx.apply_status(object, &object.status_body(status.clone())).await?;
+    if changed_state {
+        let mut note = format!("{state} [version: {:?}]", status.version);
+        if message != super::state::default_message(state.as_str()) {
+            note.push_str(": ");
+            note.push_str(&message);
+        }
+        ctx.event(object, state == SyncState::Failed, state.event_reason(), note).await;
+    }
+    Ok(())
+}
+
+fn synchronized_message(status: &Status) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::state::SYNCHRONIZED)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Reconciles one object of a synced kind. `definition_override` lets the Run reconciler
+/// supply a definition built from its resolved parameters.
+pub async fn reconcile_synced<K: Synced>(
+    object: &K,
+    ctx: &Context,
+    definition_override: Option<Value>,
+) -> Result<Action, Error> {
+    let deleting = object.meta().deletion_timestamp.is_some();
+    if !has_finalizer(object) {
+        if !deleting {
+            set_finalizer(ctx, object, true).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let previous = object.sync_status().cloned().unwrap_or_default();
+    let namespace = object.namespace().unwrap_or_default();
+    let builder = StatusBuilder { previous: &previous, generation: object.meta().generation, now: now() };
+
+    let recorded_provider =
+        previous.provider.as_ref().map(|p| p.name.clone()).filter(|name| !name.is_empty() && deleting);
+    let provider_name = recorded_provider.unwrap_or_else(|| object.provider_ref().clone());
+    let desired = Desired { version: object.version(), provider: object.provider_ref().clone() };
+
+    if deleting && object.annotations().get(FORCE_DELETE_ANNOTATION).is_some_and(|v| v == "true") {
+        ctx.event(
+            object,
+            true,
+            "ForcedDeletion",
+            format!(
+                "deleted without deleting it on provider {provider_name} because of the {FORCE_DELETE_ANNOTATION} annotation; \
+                 provider id {:?} may remain there",
+                previous.provider.as_ref().map(|p| p.id.as_str()).unwrap_or_default()
+            ),
+        )
+        .await;
+        set_finalizer(ctx, object, false).await?;
+        return Ok(Action::await_change());
+    }
+
+    let providers: Api<Provider> =
+        Api::namespaced(ctx.client.clone(), provider_name.namespace_or(&namespace));
+    let Some(provider) = providers.get_opt(&provider_name.name).await? else {
+        if deleting {
+            ctx.event(
+                object,
+                true,
+                "ProviderGone",
+                format!(
+                    "provider {provider_name} no longer exists, so nothing can be deleted on it; released the resource \
+                     (provider id {:?} may remain on the platform)",
+                    previous.provider.as_ref().map(|p| p.id.as_str()).unwrap_or_default()
+                ),
+            )
+            .await;
+            set_finalizer(ctx, object, false).await?;
+            return Ok(Action::await_change());
+        }
+        let refuse = Plan::Refuse { message: format!("provider {provider_name} not found") };
+        write_status(ctx, object, &previous, builder.after(&refuse, &desired, None)).await?;
+        return Ok(Action::requeue(ctx.backoff(object)));
+    };
+
+    let allowed = &provider.spec.allowed_namespaces;
+    let mut plan = plan(&previous, &desired, deleting);
+    if !deleting && !allowed.is_empty() && !allowed.contains(&namespace) {
+        plan = Plan::Refuse {
+            message: format!("namespace {namespace} is not allowed by provider {provider_name}"),
+        };
+    }
+    let definition = match &plan {
+        Plan::Create | Plan::Update { .. } => {
+            match definition_override.map_or_else(|| object.definition(&provider), Ok) {
+                Ok(definition) => Some(definition),
+                Err(error) => {
+                    plan = Plan::Refuse { message: error.to_string() };
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(during) = builder.during(&plan, &desired) {
+        write_status(ctx, object, &previous, during.clone()).await?;
+        let client = ctx.providers.client_for(&provider).await;
+        let outcome = match client {
+            Ok(client) => call(ctx, client.as_ref(), &plan, K::RESOURCE, definition.as_ref()).await,
+            Err(message) => Outcome::Failed { message },
+        };
+        let after_builder =
+            StatusBuilder { previous: &during, generation: object.meta().generation, now: now() };
+        let mut after = after_builder.after(&plan, &desired, Some(&outcome));
+        // The status before the call is what the object holds now.
+        after.observed_generation = object.meta().generation;
+        write_status(ctx, object, &during, after.clone()).await?;
+        return finish(ctx, object, &after, deleting).await;
+    }
+    let after = builder.after(&plan, &desired, None);
+    write_status(ctx, object, &previous, after.clone()).await?;
+    finish(ctx, object, &after, deleting).await
+}
+
+async fn finish<K: Synced>(
+    ctx: &Context,
+    object: &K,
+    status: &Status,
+    deleting: bool,
+) -> Result<Action, Error> {
+    match SyncState::of(status) {
+        SyncState::Deleted if deleting => {
+            set_finalizer(ctx, object, false).await?;
+            ctx.succeeded(object);
+            Ok(Action::await_change())
+        }
+        SyncState::Failed | SyncState::Deleting => Ok(Action::requeue(ctx.backoff(object))),
+        _ => {
+            ctx.succeeded(object);
+            Ok(Action::requeue(ctx.config.resync_period))
+        }
+    }
+}
+
+async fn call(
+    ctx: &Context,
+    client: &dyn ProviderApi,
+    plan: &Plan,
+    kind: ResourceKind,
+    definition: Option<&Value>,
+) -> Outcome {
+    let timeout = ctx.config.provider_call_timeout;
+    let null = Value::Null;
+    let definition = definition.unwrap_or(&null);
+    let result = match plan {
+        Plan::Create => tokio::time::timeout(timeout, client.create(kind, definition)).await,
+        Plan::Update { id } => tokio::time::timeout(timeout, client.update(kind, id, definition)).await,
+        Plan::Delete { id } => {
+            tokio::time::timeout(timeout, async { client.delete(kind, id).await.map(|()| String::new()) })
+                .await
+        }
+        Plan::Nothing | Plan::MarkDeleted | Plan::Refuse { .. } => {
+            return Outcome::Done { id: String::new() };
+        }
+    };
+    match result {
+        Ok(Ok(id)) => Outcome::Done { id },
+        Ok(Err(error)) => Outcome::Failed { message: error.to_string() },
+        Err(_) => {
+            Outcome::Failed { message: format!("the provider did not answer within {}s", timeout.as_secs()) }
+        }
+    }
+}
+
+async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile_synced(object.as_ref(), &ctx, None).await
+}
+
+pub fn error_policy<K: Synced>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(kind = K::kind(&()).as_ref(), name = %object.name_any(), category = error.category(), %error, "reconcile failed");
+    Action::requeue(ctx.backoff(object.as_ref()))
+}
+
+/// Runs the controller of kind `K` over the `index`-th configured namespace.
+pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
+    let Some(api) = super::apis::<K>(&ctx.client, &ctx.config).into_iter().nth(index) else {
+        return;
+    };
+    let controller = Controller::new(api, super::watcher_config())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(shutdown);
+    super::drain(controller.run(reconcile::<K>, error_policy::<K>, ctx), K::RESOURCE.as_str()).await;
+}
+
+/// How long to wait before retrying, for callers outside a controller.
+pub fn retry_after(ctx: &Context, object: &impl Resource<DynamicType = ()>) -> Duration {
+    ctx.backoff(object)
+}

@@ -1,0 +1,26 @@
+//! Run-completion eventing, the pure core: the provider → operator body
+//! ([`RunCompletionEventData`]), artifact selection with go-bexpr filters
+//! ([`select_artifacts`], [`filter`]), the published [`RunCompletionEvent`], its CloudEvents
+//! (`run-completion`, `model-ready`) with deterministic ids, the legacy `{"data": …}` body,
+//! NATS subjects, and the JSON Schemas of the payloads. No I/O happens here.
+//!
+//! Errors carry a stable `category()` for metrics and logs: [`FilterError`] (a filter does not
+//! parse: a spec error), [`EvalError`] (a filter does not apply to one artifact's metadata: the
+//! instance is skipped) and [`CloudEventError`] (bad options).
+
+pub mod cloudevent;
+pub mod completion;
+pub mod filter;
+mod schema;
+
+pub use cloudevent::{
+    CloudEventError, CloudEventOptions, DEFAULT_SCHEMA_BASE, EventKind, JSON_CONTENT_TYPE, MODEL_READY_TYPE,
+    RUN_COMPLETION_TYPE, SOURCE_PREFIX, cloud_event, cloud_events_for, event_id, event_source, event_subject,
+    legacy_body, nats_subject, nats_subject_for, subject_token, to_structured_bytes, to_structured_json,
+};
+pub use completion::{
+    ComponentArtifact, ComponentArtifactInstance, PipelineComponent, RunCompletionEvent,
+    RunCompletionEventData, RunCompletionStatus, select_artifacts,
+};
+pub use filter::{EvalError, Filter, FilterError};
+pub use schema::{RUN_COMPLETION_EVENT_DATA_SCHEMA, RUN_COMPLETION_EVENT_SCHEMA, schemas};

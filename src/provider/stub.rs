@@ -1,0 +1,233 @@
+//! The built-in stub provider: deterministic, in-process, for tests and trials. Every call
+//! succeeds unless the resource is named after one of the reference stub's failure names
+//! (`create-run-fail`, `delete-pipeline-fail`, …); ids are `namespace/name`. Created runs
+//! complete after a configurable delay (see [`StubSettings`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{ProviderApi, ProviderError, ResourceKind};
+use crate::api::NamespacedName;
+
+/// A run the stub created, handed to whoever turns it into a completion event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StubRun {
+    /// The Provider the run was created through.
+    pub provider: NamespacedName,
+    /// The provider id of the run.
+    pub run_id: String,
+    /// The run definition the operator sent.
+    pub definition: Value,
+    /// How long after creation the run completes.
+    pub completes_after: Duration,
+}
+
+/// How a stub provider behaves, read from the Provider's `spec.parameters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StubSettings {
+    /// `completionDelay`: how long a created run takes (e.g. `5s`, `200ms`); default 5 s.
+    pub completion_delay: Duration,
+}
+
+impl Default for StubSettings {
+    fn default() -> Self {
+        Self { completion_delay: Duration::from_secs(5) }
+    }
+}
+
+impl StubSettings {
+    pub fn from_parameters(parameters: &std::collections::BTreeMap<String, Value>) -> Result<Self, String> {
+        let mut settings = Self::default();
+        if let Some(delay) = parameters.get("completionDelay") {
+            let text = delay.as_str().ok_or("completionDelay must be a duration string such as \"5s\"")?;
+            settings.completion_delay =
+                crate::config::parse_duration(text).map_err(|e| format!("completionDelay {text:?}: {e}"))?;
+        }
+        Ok(settings)
+    }
+}
+
+/// The stub provider of one Provider resource.
+pub struct StubProvider {
+    name: NamespacedName,
+    settings: StubSettings,
+    resources: DashMap<(ResourceKind, String), Value>,
+    created_runs: Option<mpsc::UnboundedSender<StubRun>>,
+}
+
+impl StubProvider {
+    pub fn new(
+        name: NamespacedName,
+        settings: StubSettings,
+        created_runs: Option<mpsc::UnboundedSender<StubRun>>,
+    ) -> Arc<Self> {
+        Arc::new(Self { name, settings, resources: DashMap::new(), created_runs })
+    }
+
+    /// What the stub holds now, by kind and id (for tests and diagnostics).
+    pub fn resource(&self, kind: ResourceKind, id: &str) -> Option<Value> {
+        self.resources.get(&(kind, id.to_owned())).map(|entry| entry.value().clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+}
+
+fn definition_name(kind: ResourceKind, definition: &Value) -> String {
+    let name = match kind {
+        ResourceKind::Pipeline => &definition["pipelineDefinition"]["name"],
+        _ => &definition["name"],
+    };
+    name.as_str().unwrap_or_default().to_owned()
+}
+
+fn short_name(id_or_name: &str) -> &str {
+    id_or_name.rsplit('/').next().unwrap_or(id_or_name)
+}
+
+fn check(action: &str, kind: ResourceKind, subject: &str) -> Result<(), ProviderError> {
+    let failure_name = format!("{action}-{kind}-fail");
+    if short_name(subject).eq_ignore_ascii_case(&failure_name) {
+        Err(ProviderError::Failed { message: format!("{action} {kind} failed") })
+    } else {
+        Ok(())
+    }
+}
+
+impl ProviderApi for StubProvider {
+    fn create<'a>(
+        &'a self,
+        kind: ResourceKind,
+        definition: &'a Value,
+    ) -> BoxFuture<'a, Result<String, ProviderError>> {
+        async move {
+            let id = definition_name(kind, definition);
+            check("create", kind, &id)?;
+            if id.is_empty() {
+                return Err(ProviderError::Rejected {
+                    message: format!("the {kind} definition has no name"),
+                });
+            }
+            self.resources.insert((kind, id.clone()), definition.clone());
+            if kind == ResourceKind::Run
+                && let Some(sender) = &self.created_runs
+            {
+                let _ = sender.send(StubRun {
+                    provider: self.name.clone(),
+                    run_id: id.clone(),
+                    definition: definition.clone(),
+                    completes_after: self.settings.completion_delay,
+                });
+            }
+            Ok(id)
+        }
+        .boxed()
+    }
+
+    fn update<'a>(
+        &'a self,
+        kind: ResourceKind,
+        id: &'a str,
+        definition: &'a Value,
+    ) -> BoxFuture<'a, Result<String, ProviderError>> {
+        async move {
+            let subject = match kind {
+                ResourceKind::Pipeline => id.to_owned(),
+                _ => definition_name(kind, definition),
+            };
+            check("update", kind, &subject)?;
+            if kind == ResourceKind::Run {
+                return Err(ProviderError::Unimplemented { operation: "update run".into() });
+            }
+            self.resources.insert((kind, id.to_owned()), definition.clone());
+            Ok(id.to_owned())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            check("delete", kind, id)?;
+            self.resources.remove(&(kind, id.to_owned()));
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stub() -> Arc<StubProvider> {
+        StubProvider::new(NamespacedName::new("kfp", "stub"), StubSettings::default(), None)
+    }
+
+    #[tokio::test]
+    async fn creates_updates_and_deletes() {
+        let stub = stub();
+        let definition = json!({"name": "ml/exp", "description": "d"});
+        let id = stub.create(ResourceKind::Experiment, &definition).await.unwrap();
+        assert_eq!(id, "ml/exp");
+        assert_eq!(stub.resource(ResourceKind::Experiment, &id), Some(definition.clone()));
+        assert_eq!(stub.update(ResourceKind::Experiment, &id, &definition).await.unwrap(), id);
+        stub.delete(ResourceKind::Experiment, &id).await.unwrap();
+        assert!(stub.is_empty());
+    }
+
+    #[tokio::test]
+    async fn honours_the_reference_failure_names() {
+        let stub = stub();
+        let failing = json!({"name": "ml/create-run-fail"});
+        assert_eq!(
+            stub.create(ResourceKind::Run, &failing).await,
+            Err(ProviderError::Failed { message: "create run failed".into() })
+        );
+        let pipeline = json!({"pipelineDefinition": {"name": "ml/Create-Pipeline-Fail"}});
+        assert!(stub.create(ResourceKind::Pipeline, &pipeline).await.is_err(), "case-insensitive");
+        assert_eq!(
+            stub.delete(ResourceKind::Pipeline, "ml/delete-pipeline-fail").await,
+            Err(ProviderError::Failed { message: "delete pipeline failed".into() })
+        );
+        let schedule = json!({"name": "ml/update-runschedule-fail"});
+        assert!(stub.update(ResourceKind::RunSchedule, "ml/x", &schedule).await.is_err());
+        assert!(matches!(
+            stub.update(ResourceKind::Run, "ml/r", &json!({"name": "ml/r"})).await,
+            Err(ProviderError::Unimplemented { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn created_runs_are_handed_on_for_completion() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let settings = StubSettings { completion_delay: Duration::from_millis(10) };
+        let stub = StubProvider::new(NamespacedName::new("kfp", "stub"), settings, Some(sender));
+        stub.create(ResourceKind::Run, &json!({"name": "ml/run-1"})).await.unwrap();
+        let run = receiver.recv().await.unwrap();
+        assert_eq!(run.run_id, "ml/run-1");
+        assert_eq!(run.completes_after, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn settings_come_from_provider_parameters() {
+        let parameters = std::collections::BTreeMap::from([("completionDelay".to_owned(), json!("250ms"))]);
+        assert_eq!(
+            StubSettings::from_parameters(&parameters).unwrap().completion_delay,
+            Duration::from_millis(250)
+        );
+        let bad = std::collections::BTreeMap::from([("completionDelay".to_owned(), json!(5))]);
+        assert!(StubSettings::from_parameters(&bad).is_err());
+    }
+}
