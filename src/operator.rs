@@ -23,6 +23,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::with_prefix("kfp_operator");
     registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+    let metrics = controller::metrics::Metrics::register(&mut registry);
     let admin = AdminState::new(registry);
     let listener = TcpListener::bind(admin_addr)
         .await
@@ -43,7 +44,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
     let registry = controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
-    let ctx = controller::Context::new(client.clone(), config, registry);
+    let ctx = controller::Context::new(client.clone(), config, registry, metrics);
     let completions =
         tokio::spawn(completion::complete_stub_runs(client.clone(), created_runs, shutdown.clone()));
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));

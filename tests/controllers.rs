@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kfp_operator::api::{
     Experiment, ExperimentSpec, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider,
-    ProviderSpec, ProviderType, RunSchedule, RunScheduleSpec, Schedule, Status,
+    ProviderSpec, ProviderType, Run, RunSchedule, RunScheduleSpec, RunSpec, Schedule, Status,
 };
 use kfp_operator::config::OperatorConfig;
 use kfp_operator::controller::state::{SYNCHRONIZED, SyncState};
@@ -45,7 +47,7 @@ impl Operator {
         customise(&mut config);
         let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
         let registry = ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
-        let ctx = Context::new(client.clone(), config, registry);
+        let ctx = Context::new(client.clone(), config, registry, Default::default());
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
         let shutdown = controller::shutdown_signal(async move {
             let _ = receiver.await;
@@ -413,5 +415,505 @@ async fn deletion_never_sticks() {
         .unwrap();
     wait_gone::<Pipeline>(&client, &ns, "orphan").await;
     assert!(event_reasons(&client, &ns, "orphan").await.contains(&"Warning:ProviderGone".to_owned()));
+    operator.stop().await;
+}
+
+fn run(name: &str, ns: &str, pipeline: &str) -> Run {
+    Run::new(
+        name,
+        RunSpec {
+            provider: NamespacedName::new(ns, "stub"),
+            pipeline: pipeline.parse().unwrap(),
+            ..RunSpec::default()
+        },
+    )
+}
+
+fn run_state(run: &Run) -> (SyncState, String) {
+    sync_state(run.status.as_ref().map(|s| &s.status))
+}
+
+#[tokio::test]
+async fn run_waits_for_its_pipeline_completes_and_expires() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "run-lifecycle").await;
+    let operator =
+        Operator::start(&client, &ns, |config| config.run_completion_ttl = Some(Duration::from_secs(2)));
+    create(&client, &ns, &stub_provider("stub")).await;
+    create(&client, &ns, &run("penguin-run", &ns, "penguin")).await;
+
+    let waiting = wait_for::<Run>(&client, &ns, "penguin-run", "waiting for its pipeline", |r: &Run| {
+        r.status.as_ref().is_some_and(|s| {
+            s.status.conditions.iter().any(|c| c.type_ == "DependenciesResolved" && c.status == "False")
+        })
+    })
+    .await;
+    let message = &waiting
+        .status
+        .unwrap()
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DependenciesResolved")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("pipeline") && message.contains("penguin"), "{message}");
+
+    create(&client, &ns, &pipeline("penguin", &ns, "quickstart:v1")).await;
+    let submitted = wait_for::<Run>(&client, &ns, "penguin-run", "Succeeded", |r: &Run| {
+        run_state(r).0 == SyncState::Succeeded
+    })
+    .await;
+    let status = submitted.status.unwrap();
+    assert!(status.dependencies.pipeline.version.starts_with("v1-"), "{status:?}");
+    assert_eq!(status.status.provider.map(|p| p.id), Some(format!("{ns}/penguin-run")));
+
+    let completed = wait_for::<Run>(&client, &ns, "penguin-run", "completed", |r: &Run| {
+        r.status.as_ref().is_some_and(|s| s.marked_completed_at.is_some())
+    })
+    .await;
+    assert_eq!(
+        completed.status.unwrap().completion_state,
+        Some(kfp_operator::api::CompletionState::Succeeded)
+    );
+    wait_gone::<Run>(&client, &ns, "penguin-run").await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_spec_is_immutable() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "run-immutable").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    create(&client, &ns, &run("pinned", &ns, "penguin:v1-abc")).await;
+    wait_for::<Run>(&client, &ns, "pinned", "Succeeded", |r: &Run| run_state(r).0 == SyncState::Succeeded)
+        .await;
+    Api::<Run>::namespaced(client.clone(), &ns)
+        .patch("pinned", &PatchParams::default(), &Patch::Merge(json!({"spec": {"experimentName": "other"}})))
+        .await
+        .unwrap();
+    let refused =
+        wait_for::<Run>(&client, &ns, "pinned", "refused", |r: &Run| run_state(r).0 == SyncState::Failed)
+            .await;
+    assert!(run_state(&refused).1.contains("cannot change after creation"), "{:?}", run_state(&refused));
+    assert!(event_reasons(&client, &ns, "pinned").await.contains(&"Warning:SpecImmutable".to_owned()));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn allowed_namespaces_are_enforced() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "allowed-namespaces").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let mut provider = stub_provider("stub");
+    provider.spec.allowed_namespaces = vec!["somewhere-else".into()];
+    create(&client, &ns, &provider).await;
+    create(
+        &client,
+        &ns,
+        &Experiment::new(
+            "not-allowed",
+            ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
+        ),
+    )
+    .await;
+    let refused = wait_for::<Experiment>(&client, &ns, "not-allowed", "refused", |e: &Experiment| {
+        sync_state(e.status.as_ref()).0 == SyncState::Failed
+    })
+    .await;
+    assert_eq!(
+        sync_state(refused.status.as_ref()).1,
+        format!("namespace {ns} is not allowed by provider {ns}/stub")
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_http_provider_with_a_service_image_gets_a_deployment_and_service() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "provider-workload").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let provider = Provider::new(
+        "vai",
+        ProviderSpec {
+            service_image: "ghcr.io/example/vai-provider:1".into(),
+            service_account: "kfp-vai".into(),
+            pipeline_root_storage: "gs://root".into(),
+            parameters: [("vaiProject".to_owned(), json!("my-project"))].into(),
+            ..ProviderSpec::default()
+        },
+    );
+    create(&client, &ns, &provider).await;
+    wait_for::<Provider>(&client, &ns, "vai", "Succeeded", |p: &Provider| {
+        sync_state(p.status.as_ref()).0 == SyncState::Succeeded
+    })
+    .await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get("provider-vai").await.unwrap();
+    assert_eq!(deployment.owner_references()[0].name, "vai");
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("ghcr.io/example/vai-provider:1"));
+    assert!(container.env.as_ref().unwrap().iter().any(|e| e.name == "PARAMETERS_VAIPROJECT"));
+    let service = Api::<Service>::namespaced(client.clone(), &ns).get("provider-vai").await.unwrap();
+    assert_eq!(service.owner_references()[0].name, "vai");
+    operator.stop().await;
+}
+
+/// A provider service on 127.0.0.1 speaking the provider API: ids are the definition names; a
+/// name containing `boom` fails with a provider error.
+async fn start_provider_service() -> String {
+    use axum::Json;
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::routing::{delete, post};
+    let app = axum::Router::new()
+        .route(
+            "/resource/{kind}",
+            post(|Path(kind): Path<String>, Json(body): Json<serde_json::Value>| async move {
+                let name = body["name"]
+                    .as_str()
+                    .or(body["pipelineDefinition"]["name"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                if name.contains("boom") {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Json(json!({"providerError": format!("{kind} {name} exploded")})),
+                    )
+                } else {
+                    (StatusCode::CREATED, Json(json!({"id": format!("http-{name}")})))
+                }
+            }),
+        )
+        .route("/resource/{kind}/{id}", delete(|| async { Json(json!({})) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn an_http_provider_service_is_called_and_its_errors_surface() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "http-provider").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let url = start_provider_service().await;
+    let provider = Provider::new(
+        "stub",
+        ProviderSpec {
+            service_url: url,
+            service_image: "unused".into(),
+            service_account: "default".into(),
+            pipeline_root_storage: "gs://root".into(),
+            ..ProviderSpec::default()
+        },
+    );
+    create(&client, &ns, &provider).await;
+    for name in ["fine", "boom"] {
+        create(
+            &client,
+            &ns,
+            &Experiment::new(
+                name,
+                ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
+            ),
+        )
+        .await;
+    }
+    let fine = wait_for::<Experiment>(
+        &client,
+        &ns,
+        "fine",
+        "Succeeded",
+        succeeded(|e: &Experiment| e.status.as_ref()),
+    )
+    .await;
+    assert_eq!(fine.status.unwrap().provider.map(|p| p.id), Some(format!("http-{ns}/fine")));
+    let boom = wait_for::<Experiment>(&client, &ns, "boom", "Failed", |e: &Experiment| {
+        sync_state(e.status.as_ref()).0 == SyncState::Failed
+    })
+    .await;
+    let message = sync_state(boom.status.as_ref()).1;
+    assert!(message.contains(&format!("experiment {ns}/boom exploded")), "{message}");
+    operator.stop().await;
+}
+
+/// With 200 resources synchronised, the operator writes nothing for 30 s.
+#[tokio::test]
+async fn quiet_at_rest() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "quiet-at-rest").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    for i in 0..100 {
+        create(&client, &ns, &pipeline(&format!("pipeline-{i}"), &ns, "quickstart:v1")).await;
+        create(
+            &client,
+            &ns,
+            &Experiment::new(
+                &format!("experiment-{i}"),
+                ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
+            ),
+        )
+        .await;
+    }
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let snapshot = || async {
+        let mut versions: Vec<String> = pipelines
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .chain(std::iter::empty())
+            .filter(|p| sync_state(p.status.as_ref()).0 == SyncState::Succeeded)
+            .map(|p| format!("{}@{}", p.name_any(), p.resource_version().unwrap_or_default()))
+            .collect();
+        versions.extend(
+            experiments
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|e| sync_state(e.status.as_ref()).0 == SyncState::Succeeded)
+                .map(|e| format!("{}@{}", e.name_any(), e.resource_version().unwrap_or_default())),
+        );
+        let event_list = events.list(&Default::default()).await.unwrap();
+        (versions, event_list.metadata.resource_version.unwrap_or_default(), event_list.items.len())
+    };
+    support::eventually("200 resources Succeeded", Duration::from_secs(120), || async {
+        let (versions, _, _) = snapshot().await;
+        (versions.len() == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, _, events_before) = snapshot().await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (after, _, events_after) = snapshot().await;
+    let changed: Vec<_> = after.iter().filter(|v| !before.contains(v)).collect();
+    assert!(changed.is_empty(), "objects written at rest: {changed:?}");
+    assert_eq!(events_after, events_before, "events published at rest");
+    operator.stop().await;
+}
+
+/// Every failure name of the reference stub: creates fail at once; updates fail once the spec
+/// changes; deletes keep the resource Deleting with the provider's message.
+#[tokio::test]
+async fn every_stub_failure_name_fails_with_its_message() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "all-failure-names").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    let provider = NamespacedName::new(&ns, "stub");
+    let experiment = |name: &str| {
+        Experiment::new(name, ExperimentSpec { provider: provider.clone(), description: String::new() })
+    };
+    let schedule = |name: &str| {
+        RunSchedule::new(
+            name,
+            RunScheduleSpec {
+                provider: provider.clone(),
+                pipeline: "penguin:v1".parse().unwrap(),
+                schedule: Schedule::cron("0 * * * *"),
+                ..RunScheduleSpec::default()
+            },
+        )
+    };
+    for name in ["create-pipeline-fail", "update-pipeline-fail", "delete-pipeline-fail"] {
+        create(&client, &ns, &pipeline(name, &ns, "quickstart:v1")).await;
+    }
+    for name in ["create-experiment-fail", "update-experiment-fail", "delete-experiment-fail"] {
+        create(&client, &ns, &experiment(name)).await;
+    }
+    for name in ["create-runschedule-fail", "update-runschedule-fail", "delete-runschedule-fail"] {
+        create(&client, &ns, &schedule(name)).await;
+    }
+    create(&client, &ns, &run("create-run-fail", &ns, "penguin:v1")).await;
+    create(&client, &ns, &run("delete-run-fail", &ns, "penguin:v1")).await;
+
+    async fn expect<K>(
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        state: SyncState,
+        message: &str,
+        status: fn(&K) -> Option<&Status>,
+    ) where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let message = message.to_owned();
+        wait_for::<K>(client, ns, name, &format!("{state}: {message}"), move |object| {
+            sync_state(status(object)) == (state, message.clone())
+        })
+        .await;
+    }
+    fn pipeline_status(p: &Pipeline) -> Option<&Status> {
+        p.status.as_ref()
+    }
+    fn experiment_status(e: &Experiment) -> Option<&Status> {
+        e.status.as_ref()
+    }
+    fn schedule_status(s: &RunSchedule) -> Option<&Status> {
+        s.status.as_ref()
+    }
+    fn run_status(r: &Run) -> Option<&Status> {
+        r.status.as_ref().map(|s| &s.status)
+    }
+
+    expect(
+        &client,
+        &ns,
+        "create-pipeline-fail",
+        SyncState::Failed,
+        "create pipeline failed",
+        pipeline_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "create-experiment-fail",
+        SyncState::Failed,
+        "create experiment failed",
+        experiment_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "create-runschedule-fail",
+        SyncState::Failed,
+        "create runschedule failed",
+        schedule_status,
+    )
+    .await;
+    expect(&client, &ns, "create-run-fail", SyncState::Failed, "create run failed", run_status).await;
+
+    let succeeded_message = "in step with the provider";
+    expect(&client, &ns, "update-pipeline-fail", SyncState::Succeeded, succeeded_message, pipeline_status)
+        .await;
+    expect(
+        &client,
+        &ns,
+        "update-experiment-fail",
+        SyncState::Succeeded,
+        succeeded_message,
+        experiment_status,
+    )
+    .await;
+    expect(&client, &ns, "update-runschedule-fail", SyncState::Succeeded, succeeded_message, schedule_status)
+        .await;
+    let params = PatchParams::default();
+    Api::<Pipeline>::namespaced(client.clone(), &ns)
+        .patch("update-pipeline-fail", &params, &Patch::Merge(json!({"spec": {"image": "quickstart:v2"}})))
+        .await
+        .unwrap();
+    Api::<Experiment>::namespaced(client.clone(), &ns)
+        .patch("update-experiment-fail", &params, &Patch::Merge(json!({"spec": {"description": "changed"}})))
+        .await
+        .unwrap();
+    Api::<RunSchedule>::namespaced(client.clone(), &ns)
+        .patch(
+            "update-runschedule-fail",
+            &params,
+            &Patch::Merge(json!({"spec": {"schedule": {"cronExpression": "5 * * * *"}}})),
+        )
+        .await
+        .unwrap();
+    expect(
+        &client,
+        &ns,
+        "update-pipeline-fail",
+        SyncState::Failed,
+        "update pipeline failed",
+        pipeline_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "update-experiment-fail",
+        SyncState::Failed,
+        "update experiment failed",
+        experiment_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "update-runschedule-fail",
+        SyncState::Failed,
+        "update runschedule failed",
+        schedule_status,
+    )
+    .await;
+
+    expect(&client, &ns, "delete-pipeline-fail", SyncState::Succeeded, succeeded_message, pipeline_status)
+        .await;
+    expect(
+        &client,
+        &ns,
+        "delete-experiment-fail",
+        SyncState::Succeeded,
+        succeeded_message,
+        experiment_status,
+    )
+    .await;
+    expect(&client, &ns, "delete-runschedule-fail", SyncState::Succeeded, succeeded_message, schedule_status)
+        .await;
+    expect(&client, &ns, "delete-run-fail", SyncState::Succeeded, succeeded_message, run_status).await;
+    let delete = DeleteParams::default();
+    Api::<Pipeline>::namespaced(client.clone(), &ns).delete("delete-pipeline-fail", &delete).await.unwrap();
+    Api::<Experiment>::namespaced(client.clone(), &ns)
+        .delete("delete-experiment-fail", &delete)
+        .await
+        .unwrap();
+    Api::<RunSchedule>::namespaced(client.clone(), &ns)
+        .delete("delete-runschedule-fail", &delete)
+        .await
+        .unwrap();
+    Api::<Run>::namespaced(client.clone(), &ns).delete("delete-run-fail", &delete).await.unwrap();
+    expect(
+        &client,
+        &ns,
+        "delete-pipeline-fail",
+        SyncState::Deleting,
+        "delete pipeline failed",
+        pipeline_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "delete-experiment-fail",
+        SyncState::Deleting,
+        "delete experiment failed",
+        experiment_status,
+    )
+    .await;
+    expect(
+        &client,
+        &ns,
+        "delete-runschedule-fail",
+        SyncState::Deleting,
+        "delete runschedule failed",
+        schedule_status,
+    )
+    .await;
+    expect(&client, &ns, "delete-run-fail", SyncState::Deleting, "delete run failed", run_status).await;
+    for name in ["create-pipeline-fail", "update-pipeline-fail", "delete-pipeline-fail"] {
+        let counts = event_counts(&client, &ns, name).await;
+        assert!(
+            counts.contains_key("Warning:SyncFailed") || name.starts_with("delete"),
+            "{name}: {counts:?}"
+        );
+    }
     operator.stop().await;
 }

@@ -4,6 +4,7 @@
 //! (pure) and writes it with one deterministic server-side apply.
 
 pub mod dependencies;
+pub mod metrics;
 pub mod provider;
 pub mod run;
 pub mod state;
@@ -62,12 +63,18 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: OperatorConfig,
     pub providers: ProviderRegistry,
+    pub metrics: metrics::Metrics,
     /// Failed attempts per object (`kind/namespace/name`), for backoff; cleared on success.
     attempts: DashMap<String, u32>,
 }
 
 impl Context {
-    pub fn new(client: kube::Client, config: OperatorConfig, providers: ProviderRegistry) -> Arc<Self> {
+    pub fn new(
+        client: kube::Client,
+        config: OperatorConfig,
+        providers: ProviderRegistry,
+        metrics: metrics::Metrics,
+    ) -> Arc<Self> {
         let instance = std::env::var("POD_NAME")
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -76,7 +83,7 @@ impl Context {
             client.clone(),
             Reporter { controller: "kfp-operator".into(), instance: Some(instance) },
         );
-        Arc::new(Self { client, recorder, config, providers, attempts: DashMap::new() })
+        Arc::new(Self { client, recorder, config, providers, metrics, attempts: DashMap::new() })
     }
 
     fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -202,18 +209,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     }
 }
 
-/// Logs the results a controller stream yields.
-pub async fn drain<S, T, E>(stream: S, kind: &'static str)
+/// Logs and counts the results a controller stream yields.
+pub async fn drain<S, T, E>(stream: S, kind: &'static str, metrics: metrics::Metrics)
 where
     S: futures::Stream<Item = Result<T, E>>,
     T: Debug,
     E: std::fmt::Display,
 {
     stream
-        .for_each(|result| async move {
-            match result {
-                Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
-                Err(error) => tracing::debug!(kind, %error, "reconcile did not finish"),
+        .for_each(|result| {
+            metrics.reconciled(kind, result.is_ok());
+            async move {
+                match result {
+                    Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+                    Err(error) => tracing::debug!(kind, %error, "reconcile did not finish"),
+                }
             }
         })
         .await;

@@ -254,6 +254,7 @@ pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Act
 
 fn error_policy(provider: Arc<Provider>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(name = %provider.name_any(), category = error.category(), %error, "provider reconcile failed");
+    ctx.metrics.failed("provider", error.category());
     Action::requeue(ctx.backoff(provider.as_ref()))
 }
 
@@ -271,7 +272,7 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
         controller = controller.owns(services, super::watcher_config().labels("app"));
     }
     let controller = controller.graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, error_policy, ctx), "provider").await;
+    super::drain(controller.run(reconcile, error_policy, ctx.clone()), "provider", ctx.metrics.clone()).await;
 }
 
 #[cfg(test)]

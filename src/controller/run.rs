@@ -294,5 +294,10 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
             });
     }
     let controller = controller.graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, super::sync::error_policy::<Run>, ctx), "run").await;
+    super::drain(
+        controller.run(reconcile, super::sync::error_policy::<Run>, ctx.clone()),
+        "run",
+        ctx.metrics.clone(),
+    )
+    .await;
 }

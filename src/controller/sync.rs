@@ -320,6 +320,7 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context>) -> Result<Actio
 
 pub fn error_policy<K: Synced>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(kind = K::kind(&()).as_ref(), name = %object.name_any(), category = error.category(), %error, "reconcile failed");
+    ctx.metrics.failed(K::RESOURCE.as_str(), error.category());
     Action::requeue(ctx.backoff(object.as_ref()))
 }
 
@@ -331,7 +332,12 @@ pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown
     let controller = Controller::new(api, super::watcher_config())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile::<K>, error_policy::<K>, ctx), K::RESOURCE.as_str()).await;
+    super::drain(
+        controller.run(reconcile::<K>, error_policy::<K>, ctx.clone()),
+        K::RESOURCE.as_str(),
+        ctx.metrics.clone(),
+    )
+    .await;
 }
 
 /// How long to wait before retrying, for callers outside a controller.

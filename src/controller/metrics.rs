@@ -1,0 +1,80 @@
+//! Reconcile metrics, registered in the operator's registry: reconciliations by kind and
+//! result, and failures by kind and error category.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub kind: String,
+    pub category: String,
+}
+
+/// The controllers' counters.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub reconciliations: Family<ReconcileLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the counters and registers them under `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations by kind and result",
+            metrics.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciliations by kind and error category",
+            metrics.failures.clone(),
+        );
+        metrics
+    }
+
+    pub fn reconciled(&self, kind: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciliations
+            .get_or_create(&ReconcileLabels { kind: kind.into(), result: result.into() })
+            .inc();
+    }
+
+    pub fn failed(&self, kind: &str, category: &str) {
+        self.failures.get_or_create(&FailureLabels { kind: kind.into(), category: category.into() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_exposed() {
+        let mut registry = Registry::with_prefix("kfp_operator");
+        let metrics = Metrics::register(&mut registry);
+        metrics.reconciled("pipeline", true);
+        metrics.failed("run", "ProviderTimeout");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"kfp_operator_reconciliations_total{kind="pipeline",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kfp_operator_reconcile_failures_total{kind="run",category="ProviderTimeout"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
