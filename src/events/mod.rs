@@ -11,6 +11,8 @@
 pub mod cloudevent;
 pub mod completion;
 pub mod filter;
+pub mod sink;
+pub mod sinks;
 mod schema;
 
 pub use cloudevent::{
