@@ -22,12 +22,23 @@ pub struct Args {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunArgs),
+    /// Follow run-completion events on NATS.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind into a directory.
     Crd {
         /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print events as they are published (or replay the stream with --replay).
+    Tail(crate::events::tail::TailArgs),
 }
 
 /// Options of `kfp-operator run`.
@@ -83,6 +94,9 @@ impl Args {
             Command::Run(args) => {
                 init_tracing(args.log_json);
                 operator::run(args).await
+            }
+            Command::Events { command: EventsCommand::Tail(args) } => {
+                crate::events::tail::tail(args, &mut std::io::stdout()).await
             }
             Command::Crd { output_dir: None } => {
                 print!("{}", api::crd::all_to_yaml()?);

@@ -259,7 +259,10 @@ impl EventsConfig {
             return invalid("events.jetstream.duplicateWindow must be at least 5m".into());
         }
         if self.max_in_flight == 0 || self.max_body_bytes == 0 || self.publish_timeout.is_zero() {
-            return invalid("events.maxInFlight, events.maxBodyBytes and events.publishTimeout must be more than 0".into());
+            return invalid(
+                "events.maxInFlight, events.maxBodyBytes and events.publishTimeout must be more than 0"
+                    .into(),
+            );
         }
         for (name, token) in [("events.jetstream.stream", &self.jetstream.stream)] {
             if token.is_empty() || token.contains(['.', '*', '>', ' ']) {

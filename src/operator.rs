@@ -1,6 +1,7 @@
 //! The `run` entry point: connects to the cluster, makes sure the CRDs are served, and runs
 //! the admin server until SIGINT or SIGTERM.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,8 +10,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
+use crate::events::ingest::{Ingest, KubeResources};
 use crate::server::{self, AdminState};
-use crate::{completion, controller, crds};
+use crate::{completion, controller, crds, events};
 
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -42,17 +44,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         crds::wait_established(&client, CRD_TIMEOUT).await?;
     }
+    let events_config = &config.events;
+    let sinks = events::sinks::build_sinks(events_config).await.context("connecting the event sinks")?;
+    tracing::info!(sinks = ?sinks.all.iter().map(|s| s.name()).collect::<Vec<_>>(), "publishing run completions");
+    let options = events::CloudEventOptions::new(events_config.schema_base.clone())?;
+    let ingest = Ingest::new(
+        Arc::new(KubeResources { client: client.clone() }),
+        sinks.all.clone(),
+        options,
+        events_config.max_in_flight,
+        events_config.max_body_bytes,
+    );
+    let ingest_listener = TcpListener::bind(events_config.listen_addr)
+        .await
+        .with_context(|| format!("binding the run-completion ingest to {}", events_config.listen_addr))?;
+    tracing::info!(addr = %events_config.listen_addr, "run-completion ingest listening on /events");
+    let ingest_server = tokio::spawn(
+        axum::serve(ingest_listener, ingest.clone().router())
+            .with_graceful_shutdown(shutdown.clone())
+            .into_future(),
+    );
+
     let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
+    let resumed = completion::resync_stub_runs(&client, &config, &stub_runs).await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "completing stub runs that were in flight when the operator stopped");
+    }
     let registry = controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
     let ctx = controller::Context::new(client.clone(), config, registry, metrics);
-    let completions =
-        tokio::spawn(completion::complete_stub_runs(client.clone(), created_runs, shutdown.clone()));
+    let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));
     admin.set_ready(true);
     tracing::info!("kfp-operator ready");
 
     controllers.await.context("controllers task")?;
     completions.await.context("completions task")?;
+    ingest_server.await.context("ingest task")?.context("ingest server")?;
     admin_server.await.context("admin server task")?.context("admin server")?;
     tracing::info!("kfp-operator stopped");
     Ok(())

@@ -52,8 +52,15 @@ impl Operator {
         let shutdown = controller::shutdown_signal(async move {
             let _ = receiver.await;
         });
+        let ingest = kfp_operator::events::ingest::Ingest::new(
+            Arc::new(kfp_operator::events::ingest::KubeResources { client: client.clone() }),
+            vec![],
+            Default::default(),
+            16,
+            1 << 20,
+        );
         let completions =
-            kfp_operator::completion::complete_stub_runs(client.clone(), created_runs, shutdown.clone());
+            kfp_operator::completion::complete_stub_runs(ingest, created_runs, shutdown.clone());
         let task = tokio::spawn(async move {
             tokio::join!(controller::run(ctx, shutdown), completions);
         });

@@ -180,16 +180,10 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             "the spec of a Run cannot change after creation (it is at generation {}); delete the Run and create a new one",
             generation.unwrap_or_default()
         );
-        set_condition(
-            &mut status.status.conditions,
-            condition(SYNCHRONIZED, false, "Failed", &message, generation),
-        );
-        set_condition(&mut status.status.conditions, condition(READY, false, "Failed", &message, generation));
-        if run.status.as_ref() != Some(&status) {
-            ctx.event(run, true, "SpecImmutable", message).await;
-        }
-        write_run_status(&ctx, run, &status).await?;
-        return Ok(Action::await_change());
+        return refuse(&ctx, run, status, "SpecImmutable", message).await;
+    }
+    if let Some(message) = invalid_artifact_filter(&run.spec.artifacts) {
+        return refuse(&ctx, run, status, "InvalidSpec", message).await;
     }
 
     let namespace = run.namespace().unwrap_or_default();
@@ -248,6 +242,36 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         Some(remaining) => Action::requeue(remaining),
         None => action,
     })
+}
+
+/// The first declared artifact whose filter does not parse, as a message.
+pub fn invalid_artifact_filter(artifacts: &[crate::api::OutputArtifact]) -> Option<String> {
+    artifacts.iter().filter(|a| !a.path.filter.is_empty()).find_map(|artifact| {
+        crate::events::filter::parse(&artifact.path.filter)
+            .err()
+            .map(|error| format!("artifact {:?}: {error}", artifact.name))
+    })
+}
+
+/// Marks the run Failed with `message` and a Warning Event, without submitting it.
+async fn refuse(
+    ctx: &Context,
+    run: &Run,
+    mut status: RunStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    let generation = run.meta().generation;
+    set_condition(
+        &mut status.status.conditions,
+        condition(SYNCHRONIZED, false, "Failed", &message, generation),
+    );
+    set_condition(&mut status.status.conditions, condition(READY, false, "Failed", &message, generation));
+    if run.status.as_ref() != Some(&status) {
+        ctx.event(run, true, reason, message).await;
+    }
+    write_run_status(ctx, run, &status).await?;
+    Ok(Action::await_change())
 }
 
 /// Runs the Run controller over the `index`-th configured namespace. Pipelines and

@@ -11,9 +11,11 @@
 pub mod cloudevent;
 pub mod completion;
 pub mod filter;
+pub mod ingest;
+mod schema;
 pub mod sink;
 pub mod sinks;
-mod schema;
+pub mod tail;
 
 pub use cloudevent::{
     CloudEventError, CloudEventOptions, DEFAULT_SCHEMA_BASE, EventKind, JSON_CONTENT_TYPE, MODEL_READY_TYPE,

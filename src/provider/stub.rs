@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 
 use super::{ProviderApi, ProviderError, ResourceKind};
 use crate::api::NamespacedName;
+use crate::events::{
+    ComponentArtifact, ComponentArtifactInstance, PipelineComponent, RunCompletionEventData,
+    RunCompletionStatus,
+};
 
 /// A run the stub created, handed to whoever turns it into a completion event.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +30,37 @@ pub struct StubRun {
     pub definition: Value,
     /// How long after creation the run completes.
     pub completes_after: Duration,
+    /// How the run ends.
+    pub outcome: RunCompletionStatus,
+    /// The artifacts it produces.
+    pub components: Vec<PipelineComponent>,
+}
+
+impl StubRun {
+    /// The completion the provider reports for this run.
+    pub fn completion(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RunCompletionEventData, String> {
+        let name = |key: &str| -> Result<Option<NamespacedName>, String> {
+            match self.definition[key].as_str().unwrap_or_default() {
+                "" => Ok(None),
+                text => text.parse().map(Some).map_err(|e| format!("{key}: {e}")),
+            }
+        };
+        Ok(RunCompletionEventData {
+            status: self.outcome,
+            pipeline_name: name("pipelineName")?.unwrap_or_default(),
+            run_configuration_name: name("runConfigurationName")?,
+            run_name: name("name")?,
+            run_id: self.run_id.clone(),
+            run_start_time: Some(start),
+            run_end_time: Some(end),
+            pipeline_components: self.components.clone(),
+            provider: self.provider.clone(),
+        })
+    }
 }
 
 /// How a stub provider behaves, read from the Provider's `spec.parameters`.
@@ -33,12 +68,30 @@ pub struct StubRun {
 pub struct StubSettings {
     /// `completionDelay`: how long a created run takes (e.g. `5s`, `200ms`); default 5 s.
     pub completion_delay: Duration,
+    /// `completionStatus`: `succeeded` (default) or `failed`.
+    pub completion_status: RunCompletionStatus,
+    /// `completionArtifacts`: what runs produce, as `[{component, artifact, uri, metadata}]`.
+    pub completion_components: Vec<PipelineComponent>,
 }
 
 impl Default for StubSettings {
     fn default() -> Self {
-        Self { completion_delay: Duration::from_secs(5) }
+        Self {
+            completion_delay: Duration::from_secs(5),
+            completion_status: RunCompletionStatus::Succeeded,
+            completion_components: Vec::new(),
+        }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StubArtifact {
+    component: String,
+    artifact: String,
+    uri: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, Value>,
 }
 
 impl StubSettings {
@@ -48,6 +101,36 @@ impl StubSettings {
             let text = delay.as_str().ok_or("completionDelay must be a duration string such as \"5s\"")?;
             settings.completion_delay =
                 crate::config::parse_duration(text).map_err(|e| format!("completionDelay {text:?}: {e}"))?;
+        }
+        if let Some(status) = parameters.get("completionStatus") {
+            settings.completion_status = serde_json::from_value(status.clone())
+                .map_err(|_| format!("completionStatus must be \"succeeded\" or \"failed\", not {status}"))?;
+        }
+        if let Some(artifacts) = parameters.get("completionArtifacts") {
+            let artifacts: Vec<StubArtifact> = serde_json::from_value(artifacts.clone()).map_err(|e| {
+                format!("completionArtifacts must be a list of {{component, artifact, uri, metadata}}: {e}")
+            })?;
+            for artifact in artifacts {
+                let instance = ComponentArtifactInstance { uri: artifact.uri, metadata: artifact.metadata };
+                let index =
+                    match settings.completion_components.iter().position(|c| c.name == artifact.component) {
+                        Some(index) => index,
+                        None => {
+                            settings.completion_components.push(PipelineComponent {
+                                name: artifact.component,
+                                ..PipelineComponent::default()
+                            });
+                            settings.completion_components.len() - 1
+                        }
+                    };
+                let Some(component) = settings.completion_components.get_mut(index) else { continue };
+                match component.component_artifacts.iter_mut().find(|a| a.name == artifact.artifact) {
+                    Some(existing) => existing.artifacts.push(instance),
+                    None => component
+                        .component_artifacts
+                        .push(ComponentArtifact { name: artifact.artifact, artifacts: vec![instance] }),
+                }
+            }
         }
         Ok(settings)
     }
@@ -68,6 +151,18 @@ impl StubProvider {
         created_runs: Option<mpsc::UnboundedSender<StubRun>>,
     ) -> Arc<Self> {
         Arc::new(Self { name, settings, resources: DashMap::new(), created_runs })
+    }
+
+    /// The run the stub executes for a run definition.
+    pub fn stub_run(&self, run_id: &str, definition: &Value) -> StubRun {
+        StubRun {
+            provider: self.name.clone(),
+            run_id: run_id.to_owned(),
+            definition: definition.clone(),
+            completes_after: self.settings.completion_delay,
+            outcome: self.settings.completion_status,
+            components: self.settings.completion_components.clone(),
+        }
     }
 
     /// What the stub holds now, by kind and id (for tests and diagnostics).
@@ -123,12 +218,7 @@ impl ProviderApi for StubProvider {
             if kind == ResourceKind::Run
                 && let Some(sender) = &self.created_runs
             {
-                let _ = sender.send(StubRun {
-                    provider: self.name.clone(),
-                    run_id: id.clone(),
-                    definition: definition.clone(),
-                    completes_after: self.settings.completion_delay,
-                });
+                let _ = sender.send(self.stub_run(&id, definition));
             }
             Ok(id)
         }
@@ -212,7 +302,8 @@ mod tests {
     #[tokio::test]
     async fn created_runs_are_handed_on_for_completion() {
         let (sender, mut receiver) = mpsc::unbounded_channel();
-        let settings = StubSettings { completion_delay: Duration::from_millis(10) };
+        let settings =
+            StubSettings { completion_delay: Duration::from_millis(10), ..StubSettings::default() };
         let stub = StubProvider::new(NamespacedName::new("kfp", "stub"), settings, Some(sender));
         stub.create(ResourceKind::Run, &json!({"name": "ml/run-1"})).await.unwrap();
         let run = receiver.recv().await.unwrap();
@@ -229,5 +320,20 @@ mod tests {
         );
         let bad = std::collections::BTreeMap::from([("completionDelay".to_owned(), json!(5))]);
         assert!(StubSettings::from_parameters(&bad).is_err());
+        let outcome = std::collections::BTreeMap::from([
+            ("completionStatus".to_owned(), json!("failed")),
+            (
+                "completionArtifacts".to_owned(),
+                json!([
+                    {"component": "Pusher", "artifact": "pushed_model", "uri": "gs://m/1", "metadata": {"pushed": 1}},
+                    {"component": "Pusher", "artifact": "pushed_model", "uri": "gs://m/2"},
+                ]),
+            ),
+        ]);
+        let settings = StubSettings::from_parameters(&outcome).unwrap();
+        assert_eq!(settings.completion_status, RunCompletionStatus::Failed);
+        assert_eq!(settings.completion_components[0].component_artifacts[0].artifacts.len(), 2);
+        let bad_status = std::collections::BTreeMap::from([("completionStatus".to_owned(), json!("maybe"))]);
+        assert!(StubSettings::from_parameters(&bad_status).unwrap_err().contains("maybe"));
     }
 }

@@ -1,0 +1,323 @@
+//! The run-completion ingest, `POST /events`, with the reference's contract: a
+//! `RunCompletionEventData` body as `application/json`; 405 for other methods, 415 for another
+//! content type, 400 for an empty or undecodable body or an invalid event, 410 when neither the
+//! named Run nor RunConfiguration exists, 500 when publishing or recording failed, 413 above the
+//! size limit, and 200 only after every sink accepted the events and the Run recorded its
+//! completion. Every rejection says why in its body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use chrono::Utc;
+use futures::future::{BoxFuture, join_all};
+use tokio::sync::Semaphore;
+
+use super::cloudevent::{CloudEventOptions, cloud_events_for};
+use super::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus, select_artifacts};
+use super::sink::{Outgoing, Sink};
+use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfiguration};
+
+/// Why a completion was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("method {0} is not allowed; POST a RunCompletionEventData to /events")]
+    MethodNotAllowed(String),
+    #[error("content type {0:?} is not supported; send exactly application/json")]
+    UnsupportedMediaType(String),
+    #[error("the body is empty; send a RunCompletionEventData")]
+    EmptyBody,
+    #[error("the body is not a RunCompletionEventData: {0}")]
+    Undecodable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::EmptyBody | Self::Undecodable(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::MethodNotAllowed(_) => "MethodNotAllowed",
+            Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::EmptyBody => "EmptyBody",
+            Self::Undecodable(_) => "UndecodableBody",
+            Self::Invalid(_) => "InvalidEvent",
+            Self::Gone(_) => "MissingResource",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+/// The resources a completion names: where its declared artifacts come from, and where the
+/// completion is recorded.
+pub trait Resources: Send + Sync {
+    /// The artifacts declared by the named RunConfiguration (preferred) or Run.
+    fn declared_artifacts<'a>(
+        &'a self,
+        data: &'a RunCompletionEventData,
+    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>>;
+    /// Records the completion on the Run it names, if any.
+    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>>;
+}
+
+/// [`Resources`] on the Kubernetes API.
+pub struct KubeResources {
+    pub client: kube::Client,
+}
+
+fn kube_error(what: &str, name: &NamespacedName, error: &kube::Error) -> IngestError {
+    IngestError::Internal(format!("could not read {what} {name}: {error}"))
+}
+
+impl Resources for KubeResources {
+    fn declared_artifacts<'a>(
+        &'a self,
+        data: &'a RunCompletionEventData,
+    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
+        Box::pin(async move {
+            let namespace_of =
+                |name: &NamespacedName| name.namespace_or(&data.pipeline_name.namespace).to_owned();
+            let mut missing = Vec::new();
+            if let Some(name) = data.run_configuration_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let api: kube::Api<RunConfiguration> =
+                    kube::Api::namespaced(self.client.clone(), &namespace_of(name));
+                match api.get_opt(&name.name).await {
+                    Ok(Some(rc)) => return Ok(rc.spec.run.artifacts),
+                    Ok(None) => missing.push(format!("RunConfiguration {name}")),
+                    Err(error) => return Err(kube_error("RunConfiguration", name, &error)),
+                }
+            }
+            if let Some(name) = data.run_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let api: kube::Api<Run> = kube::Api::namespaced(self.client.clone(), &namespace_of(name));
+                match api.get_opt(&name.name).await {
+                    Ok(Some(run)) => return Ok(run.spec.artifacts),
+                    Ok(None) => missing.push(format!("Run {name}")),
+                    Err(error) => return Err(kube_error("Run", name, &error)),
+                }
+            }
+            if missing.is_empty() {
+                Err(IngestError::Invalid("the event names no RunConfiguration and no Run".into()))
+            } else {
+                Err(IngestError::Gone(format!("{} not found", missing.join(" and "))))
+            }
+        })
+    }
+
+    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) else {
+                return Ok(());
+            };
+            let name = name.qualified(&event.pipeline_name.namespace);
+            let state = match event.status {
+                RunCompletionStatus::Succeeded => CompletionState::Succeeded,
+                RunCompletionStatus::Failed => CompletionState::Failed,
+            };
+            crate::controller::run::record_completion(&self.client, &name, state).await.map(|_| ()).map_err(
+                |error| {
+                    IngestError::Internal(format!("could not record the completion on Run {name}: {error}"))
+                },
+            )
+        })
+    }
+}
+
+/// Turns accepted completions into published CloudEvents and recorded Run states.
+pub struct Ingest {
+    resources: Arc<dyn Resources>,
+    sinks: Vec<Arc<dyn Sink>>,
+    options: CloudEventOptions,
+    in_flight: Semaphore,
+    max_body_bytes: usize,
+}
+
+impl Ingest {
+    pub fn new(
+        resources: Arc<dyn Resources>,
+        sinks: Vec<Arc<dyn Sink>>,
+        options: CloudEventOptions,
+        max_in_flight: usize,
+        max_body_bytes: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            resources,
+            sinks,
+            options,
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+            max_body_bytes,
+        })
+    }
+
+    /// Accepts one completion: selects its artifacts, publishes its CloudEvents on every sink
+    /// and records it. Returns only when all of that is durable.
+    pub async fn accept(&self, data: RunCompletionEventData) -> Result<RunCompletionEvent, IngestError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| IngestError::Internal("the ingest is shutting down".into()))?;
+        let declared = self.resources.declared_artifacts(&data).await?;
+        let artifacts = select_artifacts(&declared, &data.pipeline_components).map_err(|error| {
+            IngestError::Invalid(format!("the declared artifacts cannot be selected: {error}"))
+        })?;
+        let completion = RunCompletionEvent::from_data(data, artifacts);
+        let outgoing =
+            Outgoing { cloud_events: cloud_events_for(&completion, &self.options, Utc::now()), completion };
+        let results = join_all(self.sinks.iter().map(|sink| sink.publish(&outgoing))).await;
+        let failures: Vec<String> =
+            results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+        if !failures.is_empty() {
+            return Err(IngestError::Internal(format!("not published: {}", failures.join("; "))));
+        }
+        self.resources.record(&outgoing.completion).await?;
+        Ok(outgoing.completion)
+    }
+
+    /// Decodes and accepts one HTTP request.
+    pub async fn handle(&self, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<(), IngestError> {
+        if method != Method::POST {
+            return Err(IngestError::MethodNotAllowed(method.to_string()));
+        }
+        let content_type =
+            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if content_type != "application/json" {
+            return Err(IngestError::UnsupportedMediaType(content_type.to_owned()));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(IngestError::EmptyBody);
+        }
+        let data: RunCompletionEventData =
+            serde_json::from_slice(body).map_err(|e| IngestError::Undecodable(e.to_string()))?;
+        self.accept(data).await.map(|_| ())
+    }
+
+    /// The `/events` route.
+    pub fn router(self: Arc<Self>) -> Router {
+        let limit = self.max_body_bytes;
+        Router::new()
+            .route("/events", any(handle_request))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
+    }
+}
+
+async fn handle_request(
+    State(ingest): State<Arc<Ingest>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match ingest.handle(&method, &headers, &body).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => {
+            tracing::info!(category = error.category(), %error, "completion rejected");
+            error.into_response()
+        }
+    }
+}
+
+/// How long the operator waits for in-flight completions when stopping.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Resources that exist for every name, declare one artifact with a filter, and record nothing.
+    struct Everything;
+
+    impl Resources for Everything {
+        fn declared_artifacts<'a>(
+            &'a self,
+            _: &'a RunCompletionEventData,
+        ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
+            Box::pin(async {
+                Ok(vec![OutputArtifact::new(
+                    "model",
+                    crate::api::ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1"),
+                )])
+            })
+        }
+
+        fn record<'a>(&'a self, _: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn ingest() -> Arc<Ingest> {
+        Ingest::new(Arc::new(Everything), vec![], CloudEventOptions::default(), 4, 1024)
+    }
+
+    fn json_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_valid_body_is_accepted() {
+        let body = br#"{"status":"succeeded","pipelineName":"ns/p","runName":"ns/r","runId":"1","provider":"ns/stub",
+            "pipelineComponents":[{"name":"Pusher","componentArtifacts":[{"name":"pushed_model","artifacts":[{"uri":"gs://m","metadata":{"pushed":1}}]}]}]}"#;
+        let completion = ingest().accept(serde_json::from_slice(body).unwrap()).await.unwrap();
+        assert_eq!(completion.artifacts, vec![crate::api::Artifact::new("model", "gs://m")]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any bytes with any method and content type get an answer, never a panic.
+        #[test]
+        fn arbitrary_requests_never_panic(
+            body in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..512),
+            post in proptest::arbitrary::any::<bool>(),
+            json in proptest::arbitrary::any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let method = if post { Method::POST } else { Method::PUT };
+            let headers = if json { json_headers() } else { HeaderMap::new() };
+            let _ = runtime.block_on(ingest().handle(&method, &headers, &body));
+        }
+
+        /// Bodies shaped like completions, with arbitrary values, never panic either.
+        #[test]
+        fn arbitrary_completions_never_panic(
+            status in "(succeeded|failed|[a-z]{0,8})",
+            name in "[a-z/]{0,12}",
+            uri in ".{0,16}",
+            metadata in proptest::collection::btree_map("[a-z]{1,6}", proptest::arbitrary::any::<i64>(), 0..4),
+        ) {
+            let body = serde_json::json!({
+                "status": status, "pipelineName": name, "runName": name, "runId": "x", "provider": name,
+                "pipelineComponents": [{"name": "Pusher", "componentArtifacts": [{"name": "pushed_model",
+                    "artifacts": [{"uri": uri, "metadata": metadata}]}]}],
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let _ = runtime.block_on(ingest().handle(&Method::POST, &json_headers(), body.to_string().as_bytes()));
+        }
+    }
+}
