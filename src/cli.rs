@@ -27,6 +27,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Measure the operator against the raw limits (prints JSON lines).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind into a directory.
     Crd {
         /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
@@ -39,6 +44,12 @@ enum Command {
 enum EventsCommand {
     /// Print events as they are published (or replay the stream with --replay).
     Tail(crate::events::tail::TailArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Completions through the ingest to JetStream vs raw JetStream publishing.
+    Events(crate::bench::BenchArgs),
 }
 
 /// Options of `kfp-operator run`.
@@ -97,6 +108,9 @@ impl Args {
             }
             Command::Events { command: EventsCommand::Tail(args) } => {
                 crate::events::tail::tail(args, &mut std::io::stdout()).await
+            }
+            Command::Bench { command: BenchCommand::Events(args) } => {
+                crate::bench::run(args, &mut std::io::stdout()).await
             }
             Command::Crd { output_dir: None } => {
                 print!("{}", api::crd::all_to_yaml()?);

@@ -2,6 +2,7 @@
 //! run completions into CloudEvents and dependent runs.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod completion;
 pub mod config;

@@ -211,23 +211,35 @@ async fn jetstream_publishes_survive_a_server_restart_exactly_once() {
 }
 
 #[tokio::test]
-async fn jetstream_gives_up_with_a_timeout_while_the_server_stays_down() {
+async fn jetstream_gives_up_with_a_timeout_and_bounds_publishes_in_flight() {
     bounded(async {
         let server = support::NatsServer::start();
         let client = sinks::connect(&connection(server.url())).await.unwrap();
         let timeout = Duration::from_millis(500);
-        let sink = JetStreamSink::new(client, &jetstream_config(Duration::from_secs(600)), timeout, 4)
+        // One publish in flight at a time: the second caller waits for the first to finish.
+        let sink = JetStreamSink::new(client, &jetstream_config(Duration::from_secs(600)), timeout, 1)
             .await
             .unwrap();
         let _stopped = server.kill();
 
         let started = tokio::time::Instant::now();
-        let error = sink.publish(&succeeded("never-acknowledged")).await.unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(error, SinkError::Timeout { .. }), "{error:?}");
-        assert_eq!(error.category(), "SinkTimeout");
-        // The whole call is bounded by 6 × publishTimeout (plus scheduling slack).
-        assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4), "{elapsed:?}");
+        let timed = |run_id: &'static str| {
+            let sink = &sink;
+            async move {
+                let result = sink.publish(&succeeded(run_id)).await;
+                (result, started.elapsed())
+            }
+        };
+        let ((first, first_done), (second, second_done)) = tokio::join!(timed("first"), timed("second"));
+        for error in [first.unwrap_err(), second.unwrap_err()] {
+            assert!(matches!(error, SinkError::Timeout { .. }), "{error:?}");
+            assert_eq!(error.category(), "SinkTimeout");
+        }
+        // Each call is bounded by 6 × publishTimeout (plus scheduling slack), one after the other.
+        let (earlier, later) = (first_done.min(second_done), first_done.max(second_done));
+        assert!(earlier >= Duration::from_secs(2) && earlier < Duration::from_secs(4), "{earlier:?}");
+        assert!(later >= earlier + Duration::from_secs(2), "{earlier:?} then {later:?}");
+        assert!(later < Duration::from_secs(8), "{later:?}");
     })
     .await;
 }

@@ -106,6 +106,7 @@ impl JetStreamSink {
     async fn publish_all(&self, outgoing: &Outgoing) -> Result<(), SinkError> {
         let _permit = self.publisher.permit().await?;
         let deadline = self.publisher.deadline();
+        let mut messages = Vec::with_capacity(outgoing.cloud_events.len());
         for event in &outgoing.cloud_events {
             let subject =
                 nats_subject_for(&self.subject_prefix, event, &outgoing.completion).ok_or_else(|| {
@@ -118,9 +119,13 @@ impl JetStreamSink {
                         ),
                     }
                 })?;
-            let payload = Bytes::from(to_structured_bytes(event));
-            self.publisher.publish(&subject, event.id(), payload, deadline).await?;
+            messages.push((subject, event.id(), Bytes::from(to_structured_bytes(event))));
         }
+        // The events of one completion are independent: their acks are awaited together.
+        futures::future::try_join_all(messages.into_iter().map(|(subject, id, payload)| async move {
+            self.publisher.publish(&subject, id, payload, deadline).await
+        }))
+        .await?;
         Ok(())
     }
 }
