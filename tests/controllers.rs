@@ -924,3 +924,25 @@ async fn every_stub_failure_name_fails_with_its_message() {
     }
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_with_an_unparsable_artifact_filter_is_refused_with_the_reason() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "run-bad-filter").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    let mut bad = run("bad-filter", &ns, "penguin:v1");
+    bad.spec.artifacts = vec![kfp_operator::api::OutputArtifact::new(
+        "serving-model",
+        "Pusher:pushed_model[pushed = = 1]".parse().unwrap(),
+    )];
+    create(&client, &ns, &bad).await;
+    let refused =
+        wait_for::<Run>(&client, &ns, "bad-filter", "refused", |r: &Run| run_state(r).0 == SyncState::Failed)
+            .await;
+    let message = run_state(&refused).1;
+    assert!(message.contains("serving-model") && message.contains("pushed = = 1"), "{message}");
+    assert!(event_reasons(&client, &ns, "bad-filter").await.contains(&"Warning:InvalidSpec".to_owned()));
+    assert!(refused.status.unwrap().status.provider.is_none(), "nothing was submitted");
+    operator.stop().await;
+}

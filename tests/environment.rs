@@ -74,3 +74,104 @@ async fn private_nats_server_keeps_jetstream_data_across_a_restart() {
     let mut stream = jetstream.get_stream("probe").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
+
+/// The operator binary with a configuration file: a Run on a stub Provider is submitted,
+/// completes, and its completion is published on the operator's JetStream stream and recorded.
+#[tokio::test]
+async fn operator_publishes_a_stub_run_completion() {
+    use kfp_operator::api::{
+        CompletionState, Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider,
+        ProviderSpec, ProviderType, Run, RunSpec,
+    };
+    use kube::api::{Api, PostParams};
+
+    let plane = support::control_plane();
+    let client = support::client().await;
+    let ns = support::namespace(&client, "operator-binary").await;
+    let nats = support::NatsServer::start();
+    let admin_port = support::free_port();
+    let ingest_port = support::free_port();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().join("operator.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "namespaces: [{ns}]\nevents:\n  listenAddr: 127.0.0.1:{ingest_port}\n  nats:\n    url: {}\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let _operator = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kfp-operator"))
+            .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}"), "--config"])
+            .arg(&config_path)
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::eventually("the operator to report ready", Duration::from_secs(30), || async {
+        http_get(admin_port, "/readyz").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+
+    let post = PostParams::default();
+    let provider = Provider::new(
+        "stub",
+        ProviderSpec {
+            provider_type: ProviderType::Stub,
+            service_image: "none".into(),
+            service_account: "default".into(),
+            pipeline_root_storage: "memory://root".into(),
+            parameters: [
+                ("completionDelay".to_owned(), serde_json::json!("200ms")),
+                (
+                    "completionArtifacts".to_owned(),
+                    serde_json::json!([{"component": "Pusher", "artifact": "pushed_model", "uri": "gs://m/1"}]),
+                ),
+            ]
+            .into(),
+            frameworks: vec![Framework { name: "tfx".into(), image: "none".into(), patches: vec![] }],
+            ..ProviderSpec::default()
+        },
+    );
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &provider).await.unwrap();
+    let pipeline = Pipeline::new(
+        "penguin",
+        PipelineSpec {
+            provider: NamespacedName::new(&ns, "stub"),
+            image: "quickstart:v1".into(),
+            env: vec![],
+            framework: PipelineFramework::new("tfx"),
+        },
+    );
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
+    let run = Run::new(
+        "penguin-run",
+        RunSpec {
+            provider: NamespacedName::new(&ns, "stub"),
+            pipeline: "penguin".parse().unwrap(),
+            artifacts: vec![kfp_operator::api::OutputArtifact::new(
+                "serving-model",
+                "Pusher:pushed_model".parse().unwrap(),
+            )],
+            ..RunSpec::default()
+        },
+    );
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    runs.create(&post, &run).await.unwrap();
+
+    support::eventually("the run's completion to be recorded", Duration::from_secs(60), || async {
+        runs.get("penguin-run")
+            .await
+            .ok()
+            .and_then(|r| r.status?.completion_state)
+            .filter(|state| *state == CompletionState::Succeeded)
+    })
+    .await;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut stream = jetstream.get_stream("kfp-operator-events").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2, "one run-completion and one model-ready");
+    let (status, body) = http_get(ingest_port, "/events").await.unwrap();
+    assert_eq!(status, 405, "{body}");
+}

@@ -249,3 +249,56 @@ async fn a_nats_outage_during_a_burst_loses_and_duplicates_nothing() {
     assert!(per_run.values().all(|count| *count == 1), "no completion is there twice");
     assert_eq!(messages.len(), 2 * COMPLETIONS, "one run-completion and one model-ready each");
 }
+
+#[tokio::test]
+async fn events_tail_replays_and_filters_the_stream() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "eventing-tail").await;
+    create_run(&client, &ns, "tailed-run").await;
+    let nats = support::NatsServer::start();
+    let mut config = events_config(&nats.url());
+    config.argo_event_bus = None;
+    config.legacy_nats.enabled = false;
+    let ingest = ingest_for(&client, &config).await;
+    ingest.accept(completion(&ns, "tailed-run", "run-tail")).await.unwrap();
+
+    let tail = |extra: &[&str]| {
+        let mut args = vec![
+            "tail",
+            "--nats-url",
+            nats.url().leak(),
+            "--replay",
+            "--namespace",
+            ns.as_str().to_owned().leak(),
+        ];
+        args.extend_from_slice(extra);
+        <TailCli as clap::Parser>::parse_from(args).args
+    };
+    let mut out = Vec::new();
+    let args = tail(&["--type", "model-ready", "--count", "1"]);
+    tokio::time::timeout(Duration::from_secs(20), kfp_operator::events::tail::tail(args, &mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(printed.contains("model-ready succeeded"), "{printed}");
+    assert!(printed.contains("serving-model=gs://bucket/run-tail"), "{printed}");
+    assert!(printed.contains(&format!("run={ns}/tailed-run")), "{printed}");
+
+    let mut out = Vec::new();
+    let args = tail(&["--count", "2", "--json"]);
+    tokio::time::timeout(Duration::from_secs(20), kfp_operator::events::tail::tail(args, &mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<Value> =
+        String::from_utf8(out).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|event| event["data"]["runId"] == "run-tail"));
+}
+
+#[derive(clap::Parser)]
+struct TailCli {
+    #[command(flatten)]
+    args: kfp_operator::events::tail::TailArgs,
+}
