@@ -351,8 +351,10 @@ async fn stub_failure_names_fail_with_a_warning_event() {
             })
             .await;
         }
-        let reasons = event_reasons(&client, &ns, name).await;
-        assert!(reasons.contains(&"Warning:SyncFailed".to_owned()), "{name}: {reasons:?}");
+        support::eventually(&format!("a SyncFailed Warning Event for {name}"), TIMEOUT, || async {
+            event_reasons(&client, &ns, name).await.contains(&"Warning:SyncFailed".to_owned()).then_some(())
+        })
+        .await;
     }
     operator.stop().await;
 }
@@ -421,7 +423,10 @@ async fn deletion_never_sticks() {
         .await
         .unwrap();
     wait_gone::<Pipeline>(&client, &ns, "orphan").await;
-    assert!(event_reasons(&client, &ns, "orphan").await.contains(&"Warning:ProviderGone".to_owned()));
+    support::eventually("a ProviderGone Warning Event", TIMEOUT, || async {
+        event_reasons(&client, &ns, "orphan").await.contains(&"Warning:ProviderGone".to_owned()).then_some(())
+    })
+    .await;
     operator.stop().await;
 }
 
@@ -505,7 +510,13 @@ async fn a_run_spec_is_immutable() {
         wait_for::<Run>(&client, &ns, "pinned", "refused", |r: &Run| run_state(r).0 == SyncState::Failed)
             .await;
     assert!(run_state(&refused).1.contains("cannot change after creation"), "{:?}", run_state(&refused));
-    assert!(event_reasons(&client, &ns, "pinned").await.contains(&"Warning:SpecImmutable".to_owned()));
+    support::eventually("a SpecImmutable Warning Event", TIMEOUT, || async {
+        event_reasons(&client, &ns, "pinned")
+            .await
+            .contains(&"Warning:SpecImmutable".to_owned())
+            .then_some(())
+    })
+    .await;
     operator.stop().await;
 }
 
@@ -942,7 +953,13 @@ async fn a_run_with_an_unparsable_artifact_filter_is_refused_with_the_reason() {
             .await;
     let message = run_state(&refused).1;
     assert!(message.contains("serving-model") && message.contains("pushed = = 1"), "{message}");
-    assert!(event_reasons(&client, &ns, "bad-filter").await.contains(&"Warning:InvalidSpec".to_owned()));
+    support::eventually("an InvalidSpec Warning Event", TIMEOUT, || async {
+        event_reasons(&client, &ns, "bad-filter")
+            .await
+            .contains(&"Warning:InvalidSpec".to_owned())
+            .then_some(())
+    })
+    .await;
     assert!(refused.status.unwrap().status.provider.is_none(), "nothing was submitted");
     operator.stop().await;
 }
