@@ -135,97 +135,139 @@ async fn run_one(
 ) -> anyhow::Result<()> {
     let connection = NatsConnection { url: nats_url.to_owned(), ..NatsConnection::default() };
     let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let path_stream = config::JetStreamSink {
-        stream: format!("bench-path-{stamp}"),
-        subject_prefix: format!("benchpath{stamp}"),
+    let stream_config = |kind: &str| config::JetStreamSink {
+        stream: format!("bench-{kind}-{stamp}"),
+        subject_prefix: format!("bench{kind}{stamp}"),
         ..config::JetStreamSink::default()
     };
-    let raw_stream = config::JetStreamSink {
-        stream: format!("bench-raw-{stamp}"),
-        subject_prefix: format!("benchraw{stamp}"),
-        ..config::JetStreamSink::default()
-    };
+    let (path_stream, raw_stream) = (stream_config("path"), stream_config("raw"));
     let client = connect(&connection).await?;
     let sink =
         JetStreamSink::new(client.clone(), &path_stream, Duration::from_secs(5), concurrency * 2).await?;
     // Creates the raw stream with the same settings.
     JetStreamSink::new(client.clone(), &raw_stream, Duration::from_secs(5), 1).await?;
-
     let options = CloudEventOptions::default();
-    let bodies: Vec<serde_json::Value> = (0..completions).map(|i| completion(i, stamp)).collect();
-    let raw_messages: Vec<Vec<(String, String, Bytes)>> = bodies
-        .iter()
-        .map(|body| {
-            let data: RunCompletionEventData = serde_json::from_value(body.clone())?;
-            let event = RunCompletionEvent::from_data(
-                data.clone(),
-                vec![crate::api::Artifact::new(
-                    "serving-model",
-                    format!("gs://bucket/model/{}", body["runName"]),
-                )],
-            );
-            Ok(cloud_events_for(&event, &options, Utc::now())
-                .iter()
-                .map(|cloud_event| {
-                    let subject =
-                        nats_subject_for(&raw_stream.subject_prefix, cloud_event, &event).unwrap_or_default();
-                    (
-                        subject,
-                        cloudevents::AttributesReader::id(cloud_event).to_owned(),
-                        Bytes::from(to_structured_bytes(cloud_event)),
-                    )
-                })
-                .collect())
-        })
-        .collect::<anyhow::Result<_>>()?;
-
-    let ingest =
-        Ingest::new(Arc::new(CachedResources), vec![Arc::new(sink)], options, concurrency * 2, 1 << 20);
+    let ingest = Ingest::new(
+        Arc::new(CachedResources),
+        vec![Arc::new(sink)],
+        options.clone(),
+        concurrency * 2,
+        1 << 20,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/events", listener.local_addr()?);
-    let server = tokio::spawn(axum::serve(listener, ingest.router()).into_future());
+    let server = tokio::spawn(axum::serve(listener, ingest.clone().router()).into_future());
     let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 
-    let raw_elapsed = raw_publish(client.clone(), raw_messages, concurrency).await?;
+    // Rounds alternate the three measurements so that noise on a shared machine hits them alike.
+    let mut raw_rates = Vec::new();
+    let mut path_rates = Vec::new();
+    let mut direct_rates = Vec::new();
+    let mut latencies = Vec::new();
+    for round in 0..ROUNDS {
+        let first = round * 3 * completions;
+        let raw_messages =
+            identical_messages(first..first + completions, stamp, &options, &raw_stream.subject_prefix)?;
+        raw_rates.push(
+            completions as f64 / raw_publish(client.clone(), raw_messages, concurrency).await?.as_secs_f64(),
+        );
 
-    let started = Instant::now();
-    let latencies: Vec<anyhow::Result<Duration>> = futures::stream::iter(bodies)
-        .map(|body| {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                let request = http::Request::post(url)
-                    .header("Content-Type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))?;
-                let sent = Instant::now();
-                let response = http.request(request).await?;
-                anyhow::ensure!(response.status() == 200, "ingest answered {}", response.status());
-                Ok(sent.elapsed())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let path_elapsed = started.elapsed();
+        let direct_started = Instant::now();
+        let direct: Vec<Result<RunCompletionEvent, IngestError>> =
+            futures::stream::iter(first + completions..first + 2 * completions)
+                .map(|i| {
+                    let ingest = ingest.clone();
+                    async move {
+                        let data: RunCompletionEventData = serde_json::from_value(completion(i, stamp))
+                            .map_err(|e| IngestError::Undecodable(e.to_string()))?;
+                        ingest.accept(data).await
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        direct.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+        direct_rates.push(completions as f64 / direct_started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        let round_latencies: Vec<anyhow::Result<Duration>> =
+            futures::stream::iter(first + 2 * completions..first + 3 * completions)
+                .map(|i| {
+                    let http = http.clone();
+                    let url = url.clone();
+                    async move {
+                        let request = http::Request::post(url)
+                            .header("Content-Type", "application/json")
+                            .body(Full::new(Bytes::from(completion(i, stamp).to_string())))?;
+                        let sent = Instant::now();
+                        let response = http.request(request).await?;
+                        anyhow::ensure!(response.status() == 200, "ingest answered {}", response.status());
+                        Ok(sent.elapsed())
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        path_rates.push(completions as f64 / started.elapsed().as_secs_f64());
+        latencies.extend(round_latencies.into_iter().collect::<anyhow::Result<Vec<Duration>>>()?);
+    }
     server.abort();
-    let mut latencies = latencies.into_iter().collect::<anyhow::Result<Vec<Duration>>>()?;
     latencies.sort();
-
-    let path_rate = completions as f64 / path_elapsed.as_secs_f64();
-    let raw_rate = completions as f64 / raw_elapsed.as_secs_f64();
+    let path_rate = median(&mut path_rates);
+    let raw_rate = median(&mut raw_rates);
+    let round = |v: f64, places: f64| (v * places).round() / places;
     let result = json!({
         "benchmark": "events",
         "completions": completions,
+        "rounds": ROUNDS,
         "concurrency": concurrency,
         "messages_per_completion": 2,
-        "path_completions_per_s": (path_rate * 10.0).round() / 10.0,
-        "raw_jetstream_completions_per_s": (raw_rate * 10.0).round() / 10.0,
-        "ratio": (path_rate / raw_rate * 1000.0).round() / 1000.0,
+        "path_completions_per_s": round(path_rate, 10.0),
+        "in_process_completions_per_s": round(median(&mut direct_rates), 10.0),
+        "raw_jetstream_completions_per_s": round(raw_rate, 10.0),
+        "ratio": round(path_rate / raw_rate, 1000.0),
         "target_ratio": 0.8,
-        "latency_ms_p50": (percentile(&latencies, 0.5) * 100.0).round() / 100.0,
-        "latency_ms_p99": (percentile(&latencies, 0.99) * 100.0).round() / 100.0,
+        "latency_ms_p50": round(percentile(&latencies, 0.5), 100.0),
+        "latency_ms_p99": round(percentile(&latencies, 0.99), 100.0),
         "rss_kib": resident_memory_kib(),
     });
     writeln!(out, "{result}")?;
     Ok(())
+}
+
+const ROUNDS: usize = 3;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The exact messages the ingest publishes for completions `runs`, for the raw measurement.
+fn identical_messages(
+    runs: std::ops::Range<usize>,
+    stamp: i64,
+    options: &CloudEventOptions,
+    prefix: &str,
+) -> anyhow::Result<Vec<Vec<(String, String, Bytes)>>> {
+    runs.map(|i| {
+        let body = completion(i, stamp);
+        let data: RunCompletionEventData = serde_json::from_value(body)?;
+        let artifacts = crate::events::select_artifacts(
+            &[OutputArtifact::new(
+                "serving-model",
+                ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1"),
+            )],
+            &data.pipeline_components,
+        )?;
+        let event = RunCompletionEvent::from_data(data, artifacts);
+        Ok(cloud_events_for(&event, options, Utc::now())
+            .iter()
+            .map(|cloud_event| {
+                let subject = nats_subject_for(prefix, cloud_event, &event).unwrap_or_default();
+                let id = cloudevents::AttributesReader::id(cloud_event).to_owned();
+                (subject, id, Bytes::from(to_structured_bytes(cloud_event)))
+            })
+            .collect())
+    })
+    .collect()
 }

@@ -12,3 +12,4 @@ pub mod events;
 pub mod operator;
 pub mod provider;
 pub mod server;
+pub mod triggers;

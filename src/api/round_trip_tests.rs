@@ -62,6 +62,7 @@ fn dependencies() -> Dependencies {
             RunReference {
                 provider_id: "run-1".into(),
                 artifacts: vec![Artifact::new("examples", "gs://bucket/examples")],
+                run_end_time: None,
             },
         )]),
     }
@@ -136,6 +137,7 @@ fn run_configuration_round_trips() {
             succeeded: Some(RunReference {
                 provider_id: "run-2".into(),
                 artifacts: vec![Artifact::new("serving-model", "gs://bucket/model")],
+                run_end_time: Some(time(1_700_000_200)),
             }),
         },
         dependencies: dependencies(),

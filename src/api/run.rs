@@ -182,4 +182,7 @@ pub struct RunReference {
     /// The run's artifacts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// When the run ended (in `latestRuns`): a completion that ended earlier never replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_end_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

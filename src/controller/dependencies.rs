@@ -49,7 +49,7 @@ pub fn dependency_map(
                                 .cloned()
                         })
                         .collect();
-                    RunReference { provider_id: latest.provider_id, artifacts }
+                    RunReference { provider_id: latest.provider_id, artifacts, run_end_time: None }
                 })
                 .unwrap_or_default();
             (reference.to_string(), entry)
@@ -109,6 +109,7 @@ mod tests {
         RunReference {
             provider_id: id.into(),
             artifacts: artifacts.iter().map(|(n, l)| Artifact::new(*n, *l)).collect(),
+            run_end_time: None,
         }
     }
 
