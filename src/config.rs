@@ -45,6 +45,10 @@ pub struct OperatorConfig {
     pub provider_defaults: ProviderDefaults,
     /// Run-completion eventing: the ingest endpoint and where events are published.
     pub events: EventsConfig,
+    /// Whether a RunConfiguration may depend on one in another namespace: `allow`, `deny`, or
+    /// `grant` (the depended-on one lists the dependant's namespace in its
+    /// `pipelines.kubeflow.org/allow-dependants-from` annotation).
+    pub cross_namespace_policy: crate::triggers::CrossNamespacePolicy,
 }
 
 /// Run-completion eventing settings.
@@ -182,6 +186,7 @@ impl Default for OperatorConfig {
             resync_period: Duration::from_secs(3600),
             provider_defaults: ProviderDefaults::default(),
             events: EventsConfig::default(),
+            cross_namespace_policy: crate::triggers::CrossNamespacePolicy::default(),
         }
     }
 }

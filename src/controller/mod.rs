@@ -7,6 +7,7 @@ pub mod dependencies;
 pub mod metrics;
 pub mod provider;
 pub mod run;
+pub mod run_configuration;
 pub mod state;
 pub mod sync;
 
@@ -200,6 +201,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(run::run_controller(ctx.clone(), namespace_apis, shutdown.clone())));
+        tasks.push(tokio::spawn(run_configuration::run_controller(
+            ctx.clone(),
+            namespace_apis,
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(provider::run_controller(ctx.clone(), namespace_apis, shutdown.clone())));
     }
     for task in tasks {

@@ -36,11 +36,12 @@ impl SyncState {
 
     /// The state recorded in a status.
     pub fn of(status: &Status) -> Self {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == SYNCHRONIZED)
-            .map_or(Self::Unknown, |c| Self::from_reason(&c.reason))
+        Self::of_conditions(&status.conditions).unwrap_or(Self::Unknown)
+    }
+
+    /// The state recorded in a `Synchronized` condition, if there is one.
+    pub fn of_conditions(conditions: &[Condition]) -> Option<Self> {
+        conditions.iter().find(|c| c.type_ == SYNCHRONIZED).map(|c| Self::from_reason(&c.reason))
     }
 
     pub fn as_str(self) -> &'static str {

@@ -129,19 +129,44 @@ impl Resources for KubeResources {
 
     fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
-            let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) else {
-                return Ok(());
-            };
-            let name = name.qualified(&event.pipeline_name.namespace);
-            let state = match event.status {
-                RunCompletionStatus::Succeeded => CompletionState::Succeeded,
-                RunCompletionStatus::Failed => CompletionState::Failed,
-            };
-            crate::controller::run::record_completion(&self.client, &name, state).await.map(|_| ()).map_err(
-                |error| {
-                    IngestError::Internal(format!("could not record the completion on Run {name}: {error}"))
-                },
-            )
+            let namespace = &event.pipeline_name.namespace;
+            if let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let name = name.qualified(namespace);
+                let state = match event.status {
+                    RunCompletionStatus::Succeeded => CompletionState::Succeeded,
+                    RunCompletionStatus::Failed => CompletionState::Failed,
+                };
+                crate::controller::run::record_completion(&self.client, &name, state).await.map_err(
+                    |error| {
+                        IngestError::Internal(format!(
+                            "could not record the completion on Run {name}: {error}"
+                        ))
+                    },
+                )?;
+            }
+            if event.status == RunCompletionStatus::Succeeded
+                && let Some(name) = event.run_configuration_name.as_ref().filter(|n| !n.name.is_empty())
+            {
+                let name = name.qualified(namespace);
+                let latest = crate::api::RunReference {
+                    provider_id: event.run_id.clone(),
+                    artifacts: event.artifacts.clone(),
+                    run_end_time: event
+                        .run_end_time
+                        .and_then(|t| {
+                            jiff::Timestamp::from_nanosecond(i128::from(t.timestamp_nanos_opt()?)).ok()
+                        })
+                        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+                };
+                crate::controller::run_configuration::record_latest_succeeded(&self.client, &name, latest)
+                    .await
+                    .map_err(|error| {
+                        IngestError::Internal(format!(
+                            "could not record the latest run of RunConfiguration {name}: {error}"
+                        ))
+                    })?;
+            }
+            Ok(())
         })
     }
 }
