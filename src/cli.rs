@@ -27,6 +27,15 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Print the RunConfiguration dependency graph with each one's last run state.
+    Graph {
+        /// Only this namespace (and what it depends on); all namespaces when absent.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// `mermaid` or `dot` (Graphviz).
+        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
+        format: String,
+    },
     /// Measure the operator against the raw limits (prints JSON lines).
     Bench {
         #[command(subcommand)]
@@ -108,6 +117,16 @@ impl Args {
             }
             Command::Events { command: EventsCommand::Tail(args) } => {
                 crate::events::tail::tail(args, &mut std::io::stdout()).await
+            }
+            Command::Graph { namespace, format } => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
+                print!(
+                    "{}",
+                    crate::triggers::graph_of_cluster(&client, namespace.as_deref(), &format).await?
+                );
+                Ok(())
             }
             Command::Bench { command: BenchCommand::Events(args) } => {
                 crate::bench::run(args, &mut std::io::stdout()).await

@@ -172,6 +172,17 @@ async fn the_walkthrough_chains_three_run_configurations() {
     assert_eq!(runs_of(&client, &base, "examples").await.len(), 1);
     assert_eq!(runs_of(&client, &dependant, "training").await.len(), 1);
     assert_eq!(runs_of(&client, &dependant, "evaluation").await.len(), 1);
+
+    // `kfp-operator graph` shows the chain with each node's latest run.
+    let mermaid = kfp_operator::triggers::graph_of_cluster(&client, None, "mermaid").await.unwrap();
+    for node in
+        [format!("{base}/examples"), format!("{dependant}/training"), format!("{dependant}/evaluation")]
+    {
+        assert!(mermaid.contains(&node), "{node} missing from:\n{mermaid}");
+    }
+    assert!(mermaid.contains("Succeeded"), "{mermaid}");
+    let dot = kfp_operator::triggers::graph_of_cluster(&client, Some(&dependant), "dot").await.unwrap();
+    assert!(dot.starts_with("digraph"), "{dot}");
     operator.stop().await;
 }
 
@@ -219,5 +230,162 @@ async fn a_cycle_is_reported_on_every_member_and_never_loops() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(runs_of(&client, &ns, "a").await.len(), 1, "a's onChange run only");
     assert!(runs_of(&client, &ns, "b").await.is_empty(), "no run along a cycle edge");
+    operator.stop().await;
+}
+
+fn completion(
+    ns: &str,
+    rc: &str,
+    status: &str,
+    run_id: &str,
+    end: &str,
+) -> kfp_operator::events::RunCompletionEventData {
+    serde_json::from_value(json!({
+        "status": status,
+        "pipelineName": format!("{ns}/penguin"),
+        "runConfigurationName": format!("{ns}/{rc}"),
+        "runId": run_id,
+        "runEndTime": end,
+        "provider": format!("{ns}/stub"),
+    }))
+    .unwrap()
+}
+
+fn ingest(client: &kube::Client) -> std::sync::Arc<kfp_operator::events::ingest::Ingest> {
+    kfp_operator::events::ingest::Ingest::new(
+        std::sync::Arc::new(kfp_operator::events::ingest::KubeResources { client: client.clone() }),
+        vec![],
+        Default::default(),
+        8,
+        1 << 20,
+    )
+}
+
+/// Completions of a dependency: a failure triggers nobody, repeats and a late older completion
+/// change nothing, and a crash and restart of the operator creates no second Run.
+#[tokio::test]
+async fn completions_fire_each_dependant_exactly_once() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "fire-once").await;
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline(&provider)).await.unwrap();
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    rcs.create(&post, &run_configuration("dep", &provider, vec![], Triggers::default())).await.unwrap();
+    for name in ["x", "y"] {
+        let triggers =
+            Triggers { run_configurations: vec![NamespacedName::name_only("dep")], ..Triggers::default() };
+        rcs.create(&post, &run_configuration(name, &provider, vec![], triggers)).await.unwrap();
+    }
+    let operator = Operator::start(&client, &ns, |_| {});
+    let ingest = ingest(&client);
+    // Let the dependants record that the dependency has no success yet.
+    for name in ["x", "y"] {
+        support::eventually(&format!("{name} to evaluate its triggers"), TIMEOUT, || async {
+            rcs.get(name).await.ok()?.status?.triggers.run_configurations.contains_key("dep").then_some(())
+        })
+        .await;
+    }
+
+    ingest.accept(completion(&ns, "dep", "failed", "run-0", "2024-05-01T09:00:00Z")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(runs_of(&client, &ns, "x").await.is_empty(), "a failed completion triggers nobody");
+
+    for _ in 0..5 {
+        ingest.accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z")).await.unwrap();
+    }
+    for name in ["x", "y"] {
+        support::eventually(&format!("{name}'s run"), TIMEOUT, || async {
+            (runs_of(&client, &ns, name).await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    // A late, older completion does not roll the dependency back or fire again.
+    ingest.accept(completion(&ns, "dep", "succeeded", "run-1", "2024-05-01T09:30:00Z")).await.unwrap();
+    let latest = rcs.get("dep").await.unwrap().status.unwrap().latest_runs.succeeded.unwrap();
+    assert_eq!(latest.provider_id, "run-2");
+
+    // A crash (the operator's tasks aborted, nothing drained) and a restart, then the same
+    // completion once more.
+    drop(operator);
+    let operator = Operator::start(&client, &ns, |_| {});
+    ingest.accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runs_of(&client, &ns, "x").await.len(), 1);
+    assert_eq!(runs_of(&client, &ns, "y").await.len(), 1);
+
+    // A newer success fires once more.
+    ingest.accept(completion(&ns, "dep", "succeeded", "run-3", "2024-05-01T11:00:00Z")).await.unwrap();
+    support::eventually("x's second run", TIMEOUT, || async {
+        (runs_of(&client, &ns, "x").await.len() == 2).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
+
+/// onChange: a pipeline version change fires one Run per RunConfiguration watching it, an
+/// edit of `spec.run` fires one Run, and adding or removing a dependency trigger fires none.
+#[tokio::test]
+async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "on-change").await;
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&post, &pipeline(&provider)).await.unwrap();
+    let operator = Operator::start(&client, &ns, |_| {});
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    let on_pipeline = Triggers { on_change: vec![OnChangeType::Pipeline], ..Triggers::default() };
+    rcs.create(&post, &run_configuration("follows-pipeline", &provider, vec![], on_pipeline)).await.unwrap();
+    let on_spec = Triggers { on_change: vec![OnChangeType::RunSpec], ..Triggers::default() };
+    rcs.create(&post, &run_configuration("follows-spec", &provider, vec![], on_spec)).await.unwrap();
+
+    // The first synchronised pipeline version fires once; the first runSpec evaluation fires once.
+    for name in ["follows-pipeline", "follows-spec"] {
+        support::eventually(&format!("{name}'s first run"), TIMEOUT, || async {
+            (runs_of(&client, &ns, name).await.len() == 1).then_some(())
+        })
+        .await;
+    }
+
+    let params = kube::api::PatchParams::default();
+    pipelines
+        .patch("penguin", &params, &kube::api::Patch::Merge(json!({"spec": {"image": "quickstart:v2"}})))
+        .await
+        .unwrap();
+    support::eventually("a run for the new pipeline version", TIMEOUT, || async {
+        (runs_of(&client, &ns, "follows-pipeline").await.len() == 2).then_some(())
+    })
+    .await;
+
+    rcs.patch(
+        "follows-spec",
+        &params,
+        &kube::api::Patch::Merge(json!({"spec": {"run": {"experimentName": "other"}}})),
+    )
+    .await
+    .unwrap();
+    support::eventually("a run for the edited spec", TIMEOUT, || async {
+        (runs_of(&client, &ns, "follows-spec").await.len() == 2).then_some(())
+    })
+    .await;
+
+    // Adding and then removing a dependency trigger fires nothing.
+    rcs.create(&post, &run_configuration("dep", &provider, vec![], Triggers::default())).await.unwrap();
+    let add = json!({"spec": {"triggers": {"runConfigurations": ["dep"]}}});
+    rcs.patch("follows-pipeline", &params, &kube::api::Patch::Merge(add)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rcs.patch(
+        "follows-pipeline",
+        &params,
+        &kube::api::Patch::Merge(json!({"spec": {"triggers": {"runConfigurations": null}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs_of(&client, &ns, "follows-pipeline").await.len(), 2);
+    assert_eq!(runs_of(&client, &ns, "follows-spec").await.len(), 2);
     operator.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The trigger engine's pure core: the dependency graph of RunConfigurations (reverse index and
 //! cycles), the cross-namespace policy, the per-reconcile trigger decision, deterministic Run
-//! names and the graph renderings. No I/O: the controller and the completion consumer fetch,
-//! call into this, and write.
+//! names and the graph renderings. No I/O, except [`graph_of_cluster`], which lists the
+//! RunConfigurations for `kfp-operator graph`; the controller fetches, calls into this, and writes.
 //!
 //! How the parts fit, per RunConfiguration reconcile:
 //! 1. refresh `status.dependencies` ([`crate::controller::dependencies::dependency_map`]);
@@ -73,4 +73,36 @@ mod tests {
         assert_eq!(denied.category(), "CrossNamespaceDependencyDenied");
         assert_eq!(denied.to_string(), "RunConfiguration b/x may not depend on a/y: …");
     }
+}
+
+/// Renders the dependency graph of the RunConfigurations in `namespace` (all when `None`) as
+/// `mermaid` or `dot`, each node with its latest successful run or its failure.
+pub async fn graph_of_cluster(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    format: &str,
+) -> Result<String, kube::Error> {
+    use kube::api::{Api, ListParams};
+
+    use crate::controller::state::SyncState;
+
+    let api: Api<crate::api::RunConfiguration> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let rcs = api.list(&ListParams::default()).await?.items;
+    let graph = DependencyGraph::from_run_configurations(rcs.iter());
+    let states = rcs
+        .iter()
+        .map(|rc| {
+            let status = rc.status.clone().unwrap_or_default();
+            let state = match (&status.latest_runs.succeeded, SyncState::of_conditions(&status.conditions)) {
+                (_, Some(SyncState::Failed)) => "Failed".to_owned(),
+                (Some(latest), _) => format!("Succeeded {}", latest.provider_id),
+                (None, _) => "-".to_owned(),
+            };
+            (qualified_name(rc), state)
+        })
+        .collect();
+    Ok(if format == "dot" { render::dot(&graph, &states) } else { render::mermaid(&graph, &states) })
 }
