@@ -56,25 +56,6 @@ impl Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_have_stable_categories_and_clear_messages() {
-        let cycle = Error::Cycle(vec!["a/x".parse().unwrap(), "a/y".parse().unwrap()]);
-        assert_eq!(cycle.category(), "DependencyCycle");
-        assert_eq!(
-            cycle.to_string(),
-            "RunConfigurations a/x, a/y trigger each other in a cycle; no run starts along it: remove one \
-             of their triggers.runConfigurations entries"
-        );
-        let denied = Error::CrossNamespace("RunConfiguration b/x may not depend on a/y: …".into());
-        assert_eq!(denied.category(), "CrossNamespaceDependencyDenied");
-        assert_eq!(denied.to_string(), "RunConfiguration b/x may not depend on a/y: …");
-    }
-}
-
 /// Renders the dependency graph of the RunConfigurations in `namespace` (all when `None`) as
 /// `mermaid` or `dot`, each node with its latest successful run or its failure.
 pub async fn graph_of_cluster(
@@ -105,4 +86,24 @@ pub async fn graph_of_cluster(
         })
         .collect();
     Ok(if format == "dot" { render::dot(&graph, &states) } else { render::mermaid(&graph, &states) })
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_stable_categories_and_clear_messages() {
+        let cycle = Error::Cycle(vec!["a/x".parse().unwrap(), "a/y".parse().unwrap()]);
+        assert_eq!(cycle.category(), "DependencyCycle");
+        assert_eq!(
+            cycle.to_string(),
+            "RunConfigurations a/x, a/y trigger each other in a cycle; no run starts along it: remove one \
+             of their triggers.runConfigurations entries"
+        );
+        let denied = Error::CrossNamespace("RunConfiguration b/x may not depend on a/y: …".into());
+        assert_eq!(denied.category(), "CrossNamespaceDependencyDenied");
+        assert_eq!(denied.to_string(), "RunConfiguration b/x may not depend on a/y: …");
+    }
 }
