@@ -271,3 +271,235 @@ fn identical_messages(
     })
     .collect()
 }
+
+/// Options of `kfp-operator bench triggers`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerBenchArgs {
+    /// Dependants of the one completed RunConfiguration; repeat for several sizes.
+    #[arg(long, default_values_t = [10, 100, 1000])]
+    pub dependants: Vec<usize>,
+    /// Requests in flight at once when creating objects (the plain client and the setup).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// RunConfigurations in the in-memory index measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub index_size: usize,
+}
+
+fn minimal_run(name: String, namespace: &str) -> crate::api::Run {
+    let mut run = crate::api::Run::new(
+        &name,
+        crate::api::RunSpec {
+            provider: crate::api::NamespacedName::new(namespace, "stub"),
+            pipeline: crate::api::PipelineIdentifier::new("penguin", ""),
+            ..crate::api::RunSpec::default()
+        },
+    );
+    run.metadata.namespace = Some(namespace.to_owned());
+    run
+}
+
+fn dependant_rc(name: &str, namespace: &str, dependency: &str) -> crate::api::RunConfiguration {
+    let mut rc = crate::api::RunConfiguration::new(
+        name,
+        crate::api::RunConfigurationSpec {
+            run: crate::api::RunSpec {
+                provider: crate::api::NamespacedName::new(namespace, "stub"),
+                pipeline: crate::api::PipelineIdentifier::new("penguin", "v1"),
+                ..crate::api::RunSpec::default()
+            },
+            triggers: crate::api::Triggers {
+                run_configurations: vec![crate::api::NamespacedName::name_only(dependency)],
+                ..crate::api::Triggers::default()
+            },
+        },
+    );
+    rc.metadata.namespace = Some(namespace.to_owned());
+    rc
+}
+
+async fn create_all<K>(api: &kube::Api<K>, objects: Vec<K>, concurrency: usize) -> anyhow::Result<Duration>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let started = Instant::now();
+    let results: Vec<Result<K, kube::Error>> = futures::stream::iter(objects)
+        .map(|object| async move { api.create(&kube::api::PostParams::default(), &object).await })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(started.elapsed())
+}
+
+async fn fresh_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+        ..Default::default()
+    };
+    namespaces.create(&kube::api::PostParams::default(), &namespace).await?;
+    Ok(())
+}
+
+/// One completion with `n` dependants against creating `n` Runs with a plain client.
+async fn fan_out(
+    client: &kube::Client,
+    n: usize,
+    concurrency: usize,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use crate::api::{Run, RunConfiguration};
+    let stamp = Utc::now().timestamp_millis();
+    let plain_ns = format!("bench-plain-{n}-{stamp}");
+    let fan_ns = format!("bench-fanout-{n}-{stamp}");
+    fresh_namespace(client, &plain_ns).await?;
+    fresh_namespace(client, &fan_ns).await?;
+
+    let plain: kube::Api<Run> = kube::Api::namespaced(client.clone(), &plain_ns);
+    let plain_elapsed = create_all(
+        &plain,
+        (0..n).map(|i| minimal_run(format!("plain-{i}"), &plain_ns)).collect(),
+        concurrency,
+    )
+    .await?;
+
+    // The engine: only the RunConfiguration controller, watching the fan-out namespace.
+    let rcs: kube::Api<RunConfiguration> = kube::Api::namespaced(client.clone(), &fan_ns);
+    let mut dependency = dependant_rc("dependency", &fan_ns, "nothing");
+    dependency.spec.triggers = crate::api::Triggers::default();
+    rcs.create(&kube::api::PostParams::default(), &dependency).await?;
+    create_all(
+        &rcs,
+        (0..n).map(|i| dependant_rc(&format!("dependant-{i}"), &fan_ns, "dependency")).collect(),
+        concurrency,
+    )
+    .await?;
+    let config = crate::config::OperatorConfig { namespaces: vec![fan_ns.clone()], ..Default::default() };
+    let registry = crate::controller::ProviderRegistry::new(config.provider_defaults.clone(), None);
+    let ctx = crate::controller::Context::new(client.clone(), config, registry, Default::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = crate::controller::shutdown_signal(async move {
+        let _ = stopped.await;
+    });
+    let engine = tokio::spawn(crate::controller::run_configuration::run_controller(ctx, 0, shutdown));
+
+    // Settled: every dependant has evaluated its trigger once.
+    let settle_deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let settled = rcs
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|rc| {
+                rc.status.as_ref().is_some_and(|s| s.triggers.run_configurations.contains_key("dependency"))
+            })
+            .count();
+        if settled == n {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < settle_deadline, "only {settled} of {n} dependants settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // One API round trip, for reference.
+    let round_trip_started = Instant::now();
+    rcs.get("dependency").await?;
+    let round_trip = round_trip_started.elapsed();
+
+    let runs: kube::Api<Run> = kube::Api::namespaced(client.clone(), &fan_ns);
+    let mut watch = kube::runtime::watcher(runs, kube::runtime::watcher::Config::default()).boxed();
+    // Wait for the watch to be established before the completion.
+    while let Some(event) = watch.next().await {
+        if matches!(event?, kube::runtime::watcher::Event::InitDone) {
+            break;
+        }
+    }
+    let completed = Instant::now();
+    let latest = crate::api::RunReference { provider_id: format!("run-{stamp}"), ..Default::default() };
+    crate::controller::run_configuration::record_latest_succeeded(
+        client,
+        &crate::api::NamespacedName::new(&fan_ns, "dependency"),
+        latest,
+    )
+    .await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut latencies = Vec::with_capacity(n);
+    let deadline = completed + Duration::from_secs(600);
+    while seen.len() < n {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(remaining, watch.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {n} runs appeared", seen.len()))?;
+        if let Some(Ok(kube::runtime::watcher::Event::Apply(run))) = event
+            && seen.insert(kube::ResourceExt::name_any(&run))
+        {
+            latencies.push(completed.elapsed());
+        }
+    }
+    let fanout_elapsed = completed.elapsed();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), engine).await;
+    latencies.sort();
+    let round = |v: f64, places: f64| (v * places).round() / places;
+    let result = json!({
+        "benchmark": "trigger-fanout",
+        "dependants": n,
+        "plain_create_s": round(plain_elapsed.as_secs_f64(), 1000.0),
+        "fanout_s": round(fanout_elapsed.as_secs_f64(), 1000.0),
+        "ratio": round(fanout_elapsed.as_secs_f64() / plain_elapsed.as_secs_f64(), 1000.0),
+        "target_ratio": 1.5,
+        "trigger_latency_ms_p50": round(percentile(&latencies, 0.5), 100.0),
+        "trigger_latency_ms_p99": round(percentile(&latencies, 0.99), 100.0),
+        "api_round_trip_ms": round(round_trip.as_secs_f64() * 1000.0, 100.0),
+        "target_p99_ms": round(50.0 + round_trip.as_secs_f64() * 1000.0, 100.0),
+    });
+    writeln!(out, "{result}")?;
+    Ok(())
+}
+
+/// The dependency index over `size` RunConfigurations in chains and trees: build time and memory.
+fn index_scale(size: usize, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let rcs: Vec<crate::api::RunConfiguration> = (0..size)
+        .map(|i| {
+            // Chains of ten, then a binary tree over the chain heads.
+            let dependency = if i % 10 != 0 {
+                format!("rc-{}", i - 1)
+            } else if i > 0 {
+                format!("rc-{}", (i / 10 - 1) / 2 * 10)
+            } else {
+                "none".into()
+            };
+            dependant_rc(&format!("rc-{i}"), "scale", &dependency)
+        })
+        .collect();
+    let before = resident_memory_kib();
+    let started = Instant::now();
+    let graph = crate::triggers::DependencyGraph::from_run_configurations(rcs.iter());
+    let cycles = graph.cycles().len();
+    let built = started.elapsed();
+    let after = resident_memory_kib();
+    let result = json!({
+        "benchmark": "trigger-index",
+        "run_configurations": size,
+        "edges": graph.edges().count(),
+        "cycles": cycles,
+        "build_and_cycle_check_ms": (built.as_secs_f64() * 100_000.0).round() / 100.0,
+        "index_rss_kib": after.saturating_sub(before),
+        "rss_kib": after,
+    });
+    writeln!(out, "{result}")?;
+    Ok(())
+}
+
+/// Runs the trigger benchmarks against the cluster of the current kubeconfig.
+pub async fn run_triggers(args: TriggerBenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    index_scale(args.index_size, out)?;
+    let client = kube::Client::try_default().await?;
+    crate::crds::install(&client, Duration::from_secs(60)).await?;
+    for n in args.dependants {
+        fan_out(&client, n, args.concurrency, out).await?;
+    }
+    Ok(())
+}

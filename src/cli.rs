@@ -59,6 +59,8 @@ enum EventsCommand {
 enum BenchCommand {
     /// Completions through the ingest to JetStream vs raw JetStream publishing.
     Events(crate::bench::BenchArgs),
+    /// One completion fanning out to N dependants vs a plain client creating N Runs; the index at scale.
+    Triggers(crate::bench::TriggerBenchArgs),
 }
 
 /// Options of `kfp-operator run`.
@@ -130,6 +132,9 @@ impl Args {
             }
             Command::Bench { command: BenchCommand::Events(args) } => {
                 crate::bench::run(args, &mut std::io::stdout()).await
+            }
+            Command::Bench { command: BenchCommand::Triggers(args) } => {
+                crate::bench::run_triggers(args, &mut std::io::stdout()).await
             }
             Command::Crd { output_dir: None } => {
                 print!("{}", api::crd::all_to_yaml()?);

@@ -88,7 +88,6 @@ pub async fn graph_of_cluster(
     Ok(if format == "dot" { render::dot(&graph, &states) } else { render::mermaid(&graph, &states) })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
