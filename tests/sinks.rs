@@ -452,22 +452,30 @@ impl AuthServer {
             .expect("running deploy/local/dev-env nats-bin");
         let binary = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(!binary.is_empty(), "no nats-server binary; run `deploy/local/dev-env install`");
-        let port = support::free_port();
-        let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
+        // A free port can be taken by a parallel test before the server binds it: try again then.
+        for _ in 0..5 {
+            let port = support::free_port();
+            let mut child = Command::new(&binary)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self { child, port };
+                }
+                assert!(std::time::Instant::now() < deadline, "nats-server did not listen on port {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        server
+        panic!("nats-server could not start on a free port");
     }
 
     fn url(&self) -> String {

@@ -145,13 +145,22 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> Self {
-        let store = tempfile::tempdir().unwrap();
-        let port = free_port();
-        Self::start_on(port, store)
+        // A free port can be taken by a parallel test before the server binds it: try again then.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_on(free_port(), tempfile::tempdir().unwrap()) {
+                return server;
+            }
+        }
+        panic!("nats-server could not start on a free port");
     }
 
     /// Starts on a given port and store, e.g. to restart a killed server with its data.
     pub fn start_on(port: u16, store: tempfile::TempDir) -> Self {
+        Self::try_start_on(port, store)
+            .unwrap_or_else(|| panic!("nats-server could not start on port {port}"))
+    }
+
+    fn try_start_on(port: u16, store: tempfile::TempDir) -> Option<Self> {
         let binary = nats_binary();
         let child = Command::new(&binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
@@ -161,13 +170,18 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} failed: {e}", binary.display()));
-        let server = Self { child, port, store };
+        let mut server = Self { child, port, store };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if server.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
             assert!(Instant::now() < deadline, "nats-server did not listen on 127.0.0.1:{port} within 10s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     pub fn url(&self) -> String {
