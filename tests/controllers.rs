@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kfp_operator::api::{
     Experiment, ExperimentSpec, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider,
-    ProviderSpec, ProviderType, Run, RunSchedule, RunScheduleSpec, RunSpec, Schedule, Status,
+    ProviderSpec, Run, RunSchedule, RunScheduleSpec, RunSpec, Schedule, Status,
 };
 use kfp_operator::controller;
 use kfp_operator::controller::state::{SYNCHRONIZED, SyncState};
@@ -25,26 +25,8 @@ mod support;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+use support::fixtures::stub_provider;
 use support::operator::Operator;
-
-fn stub_provider(name: &str) -> Provider {
-    Provider::new(
-        name,
-        ProviderSpec {
-            provider_type: ProviderType::Stub,
-            service_image: "none".into(),
-            service_account: "default".into(),
-            pipeline_root_storage: "memory://root".into(),
-            parameters: [("completionDelay".to_owned(), json!("300ms"))].into(),
-            frameworks: vec![kfp_operator::api::Framework {
-                name: "tfx".into(),
-                image: "none".into(),
-                patches: vec![],
-            }],
-            ..ProviderSpec::default()
-        },
-    )
-}
 
 fn pipeline(name: &str, ns: &str, image: &str) -> Pipeline {
     Pipeline::new(

@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::fixtures::StubProviderExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
@@ -80,8 +81,7 @@ async fn private_nats_server_keeps_jetstream_data_across_a_restart() {
 #[tokio::test]
 async fn operator_publishes_a_stub_run_completion() {
     use kfp_operator::api::{
-        CompletionState, Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider,
-        ProviderSpec, ProviderType, Run, RunSpec,
+        CompletionState, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, Run, RunSpec,
     };
     use kube::api::{Api, PostParams};
 
@@ -116,24 +116,10 @@ async fn operator_publishes_a_stub_run_completion() {
     .await;
 
     let post = PostParams::default();
-    let provider = Provider::new(
-        "stub",
-        ProviderSpec {
-            provider_type: ProviderType::Stub,
-            service_image: "none".into(),
-            service_account: "default".into(),
-            pipeline_root_storage: "memory://root".into(),
-            parameters: [
-                ("completionDelay".to_owned(), serde_json::json!("200ms")),
-                (
-                    "completionArtifacts".to_owned(),
-                    serde_json::json!([{"component": "Pusher", "artifact": "pushed_model", "uri": "gs://m/1"}]),
-                ),
-            ]
-            .into(),
-            frameworks: vec![Framework { name: "tfx".into(), image: "none".into(), patches: vec![] }],
-            ..ProviderSpec::default()
-        },
+    let provider = support::fixtures::stub_provider("stub").completing_after("200ms").producing(
+        "Pusher",
+        "pushed_model",
+        "gs://m/1",
     );
     Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &provider).await.unwrap();
     let pipeline = Pipeline::new(

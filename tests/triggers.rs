@@ -13,39 +13,21 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kfp_operator::api::{
-    Framework, NamespacedName, OnChangeType, Parameter, Pipeline, PipelineFramework, PipelineSpec, Provider,
-    ProviderSpec, ProviderType, Run, RunConfiguration, RunConfigurationRef, RunConfigurationSpec, RunSpec,
-    Triggers,
+    NamespacedName, OnChangeType, Parameter, Pipeline, PipelineFramework, PipelineSpec, Provider, Run,
+    RunConfiguration, RunConfigurationRef, RunConfigurationSpec, RunSpec, Triggers,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 mod support;
+use support::fixtures::{self, StubProviderExt};
 use support::operator::Operator;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn stub_provider() -> Provider {
-    Provider::new(
-        "stub",
-        ProviderSpec {
-            provider_type: ProviderType::Stub,
-            service_image: "none".into(),
-            service_account: "default".into(),
-            pipeline_root_storage: "memory://root".into(),
-            parameters: [
-                ("completionDelay".to_owned(), json!("300ms")),
-                (
-                    "completionArtifacts".to_owned(),
-                    json!([{"component": "CsvExampleGen", "artifact": "examples", "uri": "gs://bucket/examples/1"}]),
-                ),
-            ]
-            .into(),
-            frameworks: vec![Framework { name: "tfx".into(), image: "none".into(), patches: vec![] }],
-            ..ProviderSpec::default()
-        },
-    )
+    fixtures::stub_provider("stub").producing("CsvExampleGen", "examples", "gs://bucket/examples/1")
 }
 
 fn pipeline(provider: &NamespacedName) -> Pipeline {

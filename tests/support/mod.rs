@@ -238,4 +238,5 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+pub mod fixtures;
 pub mod operator;
