@@ -48,8 +48,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sinks = events::sinks::build_sinks(events_config).await.context("connecting the event sinks")?;
     tracing::info!(sinks = ?sinks.all.iter().map(|s| s.name()).collect::<Vec<_>>(), "publishing run completions");
     let options = events::CloudEventOptions::new(events_config.schema_base.clone())?;
+    let resources: Arc<KubeResources> = Arc::new(KubeResources { client: client.clone() });
+    let consumer = match (&sinks.nats, events_config.jetstream.enabled) {
+        (Some(nats), true) => Some(tokio::spawn(events::consumer::consume_completions(
+            nats.clone(),
+            events_config.jetstream.stream.clone(),
+            events_config.jetstream.subject_prefix.clone(),
+            resources.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let ingest = Ingest::new(
-        Arc::new(KubeResources { client: client.clone() }),
+        resources,
         sinks.all.clone(),
         options,
         events_config.max_in_flight,
@@ -80,6 +91,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     controllers.await.context("controllers task")?;
     completions.await.context("completions task")?;
     ingest_server.await.context("ingest task")?.context("ingest server")?;
+    if let Some(consumer) = consumer {
+        consumer.await.context("completion consumer task")??;
+    }
     admin_server.await.context("admin server task")?.context("admin server")?;
     tracing::info!("kfp-operator stopped");
     Ok(())

@@ -115,7 +115,9 @@ async fn stream_messages(url: &str, stream: &str) -> Vec<(String, BTreeMap<Strin
                 (name.to_string(), values.first().map(|v| v.to_string()).unwrap_or_default())
             })
             .collect();
-        found.push((message.subject.to_string(), headers, serde_json::from_slice(&message.payload).unwrap()));
+        let body = serde_json::from_slice(&message.payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&message.payload).into_owned()));
+        found.push((message.subject.to_string(), headers, body));
     }
     found
 }
@@ -317,4 +319,79 @@ async fn events_tail_replays_and_filters_the_stream() {
 struct TailCli {
     #[command(flatten)]
     args: kfp_operator::events::tail::TailArgs,
+}
+
+/// The durable completion consumer records what is on the stream, even what the ingest did not
+/// record itself, and moves undecodable messages to the dead-letter subject without stopping.
+#[tokio::test]
+async fn the_completion_consumer_records_and_dead_letters() {
+    use kfp_operator::api::CompletionState;
+    use kfp_operator::events::sink::{Outgoing, Sink};
+
+    let client = support::client().await;
+    let ns = support::namespace(&client, "eventing-consumer").await;
+    create_run(&client, &ns, "consumed-run").await;
+    let nats = support::NatsServer::start();
+    let mut config = events_config(&nats.url());
+    config.argo_event_bus = None;
+    config.legacy_nats.enabled = false;
+    let sinks = build_sinks(&config).await.unwrap();
+    let nats_client = async_nats::connect(nats.url()).await.unwrap();
+
+    // Garbage on a run-completion subject first, then a real completion published straight to
+    // the stream (as another producer would), bypassing the ingest's own recording.
+    let jetstream = async_nats::jetstream::new(nats_client.clone());
+    jetstream
+        .publish(format!("kfp.run-completion.{ns}.penguin.succeeded"), "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let completion = kfp_operator::events::RunCompletionEvent::from_data(
+        completion(&ns, "consumed-run", "run-consumed"),
+        vec![kfp_operator::api::Artifact::new("serving-model", "gs://bucket/run-consumed")],
+    );
+    let outgoing = Outgoing {
+        cloud_events: kfp_operator::events::cloud_events_for(
+            &completion,
+            &CloudEventOptions::default(),
+            chrono::Utc::now(),
+        ),
+        completion,
+    };
+    sinks.all[0].publish(&outgoing).await.unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = kfp_operator::controller::shutdown_signal(async move {
+        let _ = stopped.await;
+    });
+    let consumer = tokio::spawn(kfp_operator::events::consumer::consume_completions(
+        nats_client,
+        "kfp-operator-events".into(),
+        "kfp".into(),
+        Arc::new(KubeResources { client: client.clone() }),
+        shutdown,
+    ));
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    support::eventually("the consumer to record the completion", Duration::from_secs(30), || async {
+        runs.get("consumed-run")
+            .await
+            .ok()?
+            .status?
+            .completion_state
+            .filter(|s| *s == CompletionState::Succeeded)
+    })
+    .await;
+    let dead = support::eventually("the dead letter", Duration::from_secs(30), || async {
+        let messages = stream_messages(&nats.url(), "kfp-operator-events").await;
+        messages.into_iter().find(|(subject, _, _)| subject == "kfp.dead-letter")
+    })
+    .await;
+    assert!(
+        dead.1.get("Kfp-Dead-Letter-Reason").is_some_and(|r| r.contains("not a JSON CloudEvent")),
+        "{:?}",
+        dead.1
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), consumer).await.unwrap().unwrap().unwrap();
 }

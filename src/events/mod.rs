@@ -1,8 +1,10 @@
-//! Run-completion eventing, the pure core: the provider → operator body
+//! Run-completion eventing. The pure core: the provider → operator body
 //! ([`RunCompletionEventData`]), artifact selection with go-bexpr filters
 //! ([`select_artifacts`], [`filter`]), the published [`RunCompletionEvent`], its CloudEvents
 //! (`run-completion`, `model-ready`) with deterministic ids, the legacy `{"data": …}` body,
-//! NATS subjects, and the JSON Schemas of the payloads. No I/O happens here.
+//! NATS subjects, and the JSON Schemas of the payloads. At the edges, with I/O: the `/events`
+//! ingest ([`ingest`]), the bus adapters ([`sinks`]), the completion consumer ([`consumer`]) and
+//! `events tail` ([`tail`]).
 //!
 //! Errors carry a stable `category()` for metrics and logs: [`FilterError`] (a filter does not
 //! parse: a spec error), [`EvalError`] (a filter does not apply to one artifact's metadata: the
@@ -10,6 +12,7 @@
 
 pub mod cloudevent;
 pub mod completion;
+pub mod consumer;
 pub mod filter;
 pub mod ingest;
 mod schema;
