@@ -326,7 +326,7 @@ struct TailCli {
 #[tokio::test]
 async fn the_completion_consumer_records_and_dead_letters() {
     use kfp_operator::api::CompletionState;
-    use kfp_operator::events::sink::{Outgoing, Sink};
+    use kfp_operator::events::sink::Outgoing;
 
     let client = support::client().await;
     let ns = support::namespace(&client, "eventing-consumer").await;
