@@ -495,6 +495,10 @@ fn index_scale(size: usize, out: &mut impl std::io::Write) -> anyhow::Result<()>
 
 /// Runs the trigger benchmarks against the cluster of the current kubeconfig.
 pub async fn run_triggers(args: TriggerBenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     index_scale(args.index_size, out)?;
     let client = kube::Client::try_default().await?;
     crate::crds::install(&client, Duration::from_secs(60)).await?;
