@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -33,6 +34,8 @@ pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
 pub struct RcContext {
     pub ctx: Arc<Context>,
     pub store: Store<RunConfiguration>,
+    /// The RunSchedules owned by RunConfigurations, from a watch.
+    pub schedules: Store<RunSchedule>,
 }
 
 fn now() -> Time {
@@ -159,27 +162,34 @@ fn desired_schedules(
 /// Makes the owned RunSchedules match `desired` and returns their aggregate state and message.
 async fn sync_schedules(
     ctx: &Context,
+    schedules: &Store<RunSchedule>,
     rc: &RunConfiguration,
     desired: BTreeMap<String, RunSchedule>,
 ) -> Result<(SyncState, String), Error> {
     let namespace = rc.namespace().unwrap_or_default();
     let api: Api<RunSchedule> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = format!("{}={}", labels::RUN_CONFIGURATION, rc.name_any());
-    let owned = api.list(&ListParams::default().labels(&selector)).await?;
     let uid = rc.uid();
+    let owned: Vec<Arc<RunSchedule>> = schedules
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|s| s.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
+        .collect();
     let mut states = Vec::new();
-    for existing in
-        owned.items.iter().filter(|s| s.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-    {
+    for existing in &owned {
         let name = existing.name_any();
         if !desired.contains_key(&name) && existing.meta().deletion_timestamp.is_none() {
-            api.delete(&name, &DeleteParams::default()).await?;
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
         } else if desired.contains_key(&name) {
             states.push(existing.status.clone().unwrap_or_default());
         }
     }
     for (name, schedule) in &desired {
-        if !owned.items.iter().any(|s| s.name_any() == *name) {
+        if !owned.iter().any(|s| s.name_any() == *name) {
             match api.create(&PostParams::default(), schedule).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -333,8 +343,13 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     let (state, message) = match problems.iter().find(|(reason, _)| *reason == "InvalidSpec") {
         Some((_, message)) => (SyncState::Failed, message.clone()),
         None => {
-            sync_schedules(ctx, rc, desired_schedules(rc, &status.dependencies.pipeline.version, &values))
-                .await?
+            sync_schedules(
+                ctx,
+                &rc_ctx.schedules,
+                rc,
+                desired_schedules(rc, &status.dependencies.pipeline.version, &values),
+            )
+            .await?
         }
     };
     let ready = state == SyncState::Succeeded && dependencies_message.is_none();
@@ -417,11 +432,18 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
                 .collect::<Vec<_>>()
         });
     }
-    if let Some(schedules) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        controller = controller.owns(schedules, super::watcher_config());
+    let (schedules, schedules_writer) = kube::runtime::reflector::store();
+    if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(index) {
+        controller = controller.owns(api.clone(), super::watcher_config());
+        let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
+        let reflector = kube::runtime::reflector(schedules_writer, kube::runtime::watcher(api, owned));
+        tokio::spawn(
+            kube::runtime::WatchStreamExt::default_backoff(reflector).for_each(|_| std::future::ready(())),
+        );
+        let _ = schedules.wait_until_ready().await;
     }
     let metrics = ctx.metrics.clone();
-    let rc_ctx = Arc::new(RcContext { ctx, store });
+    let rc_ctx = Arc::new(RcContext { ctx, store, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);
     super::drain(controller.run(reconcile, error_policy, rc_ctx), "runconfiguration", metrics).await;
 }
