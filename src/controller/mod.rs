@@ -159,8 +159,8 @@ pub fn watcher_config() -> watcher::Config {
     watcher::Config::default()
 }
 
-/// An `Api` over the configured namespaces: all when none are configured, else the first
-/// (one controller per namespace is started for the rest).
+/// One `Api` per configured namespace, or a single cluster-wide one when none are configured;
+/// one controller per entry is started.
 pub fn apis<K>(client: &kube::Client, config: &OperatorConfig) -> Vec<Api<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,

@@ -4,7 +4,6 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -338,9 +337,4 @@ pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown
         ctx.metrics.clone(),
     )
     .await;
-}
-
-/// How long to wait before retrying, for callers outside a controller.
-pub fn retry_after(ctx: &Context, object: &impl Resource<DynamicType = ()>) -> Duration {
-    ctx.backoff(object)
 }

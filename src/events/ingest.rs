@@ -6,7 +6,6 @@
 //! completion. Every rejection says why in its body.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -264,9 +263,6 @@ async fn handle_request(
         }
     }
 }
-
-/// How long the operator waits for in-flight completions when stopping.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
