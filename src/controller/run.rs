@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::dependencies::{dependency_map, resolve_parameters};
-use super::state::{READY, SYNCHRONIZED, SyncState, set_condition};
+use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
 use super::sync::{Synced, reconcile_synced};
 use super::{Context, Error};
 use crate::api::{
@@ -89,14 +89,7 @@ fn now() -> Time {
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if status { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: now(),
-    }
+    new_condition(type_, if status { "True" } else { "False" }, reason, message, generation)
 }
 
 async fn write_run_status(ctx: &Context, run: &Run, status: &RunStatus) -> Result<(), Error> {

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -16,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
-use super::state::{READY, SYNCHRONIZED, SyncState, set_condition};
+use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
 use super::{Context, Error};
 use crate::api::{
     NamedValue, NamespacedName, Parameter, Pipeline, PipelineIdentifier, Run, RunConfiguration,
@@ -36,21 +35,6 @@ pub struct RcContext {
     pub store: Store<RunConfiguration>,
     /// The RunSchedules owned by RunConfigurations, from a watch.
     pub schedules: Store<RunSchedule>,
-}
-
-fn now() -> Time {
-    Time(jiff::Timestamp::now())
-}
-
-fn condition(type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: now(),
-    }
 }
 
 /// A RunConfiguration from the cache, or from the API when the cache does not cover its
@@ -239,12 +223,12 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
             let message = format!("part of a dependency cycle ({members}); no run fires along it");
             set_condition(
                 &mut status.conditions,
-                condition(DEPENDENCY_CYCLE, "True", "CycleDetected", &message, generation),
+                new_condition(DEPENDENCY_CYCLE, "True", "CycleDetected", &message, generation),
             );
         }
         None => set_condition(
             &mut status.conditions,
-            condition(DEPENDENCY_CYCLE, "False", "NoCycle", "no dependency cycle", generation),
+            new_condition(DEPENDENCY_CYCLE, "False", "NoCycle", "no dependency cycle", generation),
         ),
     }
     let mut denied = BTreeSet::new();
@@ -303,12 +287,18 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
         Some((reason, message)) => {
             set_condition(
                 &mut status.conditions,
-                condition(DEPENDENCIES_RESOLVED, "False", reason, message, generation),
+                new_condition(DEPENDENCIES_RESOLVED, "False", reason, message, generation),
             );
         }
         None => set_condition(
             &mut status.conditions,
-            condition(DEPENDENCIES_RESOLVED, "True", "Resolved", "all dependencies are resolved", generation),
+            new_condition(
+                DEPENDENCIES_RESOLVED,
+                "True",
+                "Resolved",
+                "all dependencies are resolved",
+                generation,
+            ),
         ),
     }
 
@@ -355,12 +345,12 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     let ready = state == SyncState::Succeeded && dependencies_message.is_none();
     set_condition(
         &mut status.conditions,
-        condition(SYNCHRONIZED, state.condition_status(), state.as_str(), &message, generation),
+        new_condition(SYNCHRONIZED, state.condition_status(), state.as_str(), &message, generation),
     );
     let ready_message = dependencies_message.as_ref().map_or(message.as_str(), |(_, m)| m.as_str());
     set_condition(
         &mut status.conditions,
-        condition(
+        new_condition(
             READY,
             if ready { "True" } else { "False" },
             if ready { "Succeeded" } else { "NotReady" },

@@ -270,8 +270,27 @@ fn message_of(outcome: Option<&Outcome>) -> &str {
     }
 }
 
-fn synchronized_message(status: &Status) -> String {
+/// The message of the `Synchronized` condition, empty when there is none.
+pub fn synchronized_message(status: &Status) -> String {
     status.conditions.iter().find(|c| c.type_ == SYNCHRONIZED).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+/// A condition stamped now, for conditions outside the synchronisation state machine.
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: Time(jiff::Timestamp::now()),
+    }
 }
 
 /// Replaces the condition of the same type, keeping its transition time unless its status changed,

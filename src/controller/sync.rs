@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::state::{Desired, Outcome, Plan, StatusBuilder, SyncState, plan};
+use super::state::{Desired, Outcome, Plan, StatusBuilder, SyncState, plan, synchronized_message};
 use super::{Context, Error, FORCE_DELETE_ANNOTATION};
 use crate::api::{self, Experiment, NamespacedName, Pipeline, Provider, RunSchedule, Status, hash};
 use crate::provider::{ProviderApi, ResourceKind, definitions};
@@ -151,15 +151,6 @@ async fn write_status<K: Synced>(
         ctx.event(object, state == SyncState::Failed, state.event_reason(), note).await;
     }
     Ok(())
-}
-
-fn synchronized_message(status: &Status) -> String {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == super::state::SYNCHRONIZED)
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
 }
 
 /// Reconciles one object of a synced kind. `definition_override` lets the Run reconciler
