@@ -26,6 +26,8 @@ pub struct OperatorConfig {
     pub namespaces: Vec<String>,
     /// How many objects of one kind are reconciled at once.
     pub concurrency: u16,
+    /// How many Runs a completion's trigger fan-out creates at once.
+    pub fan_out_concurrency: usize,
     /// Completed Runs are deleted this long after completion; absent means never.
     #[serde(deserialize_with = "optional_duration")]
     pub run_completion_ttl: Option<Duration>,
@@ -179,6 +181,7 @@ impl Default for OperatorConfig {
         Self {
             namespaces: Vec::new(),
             concurrency: 8,
+            fan_out_concurrency: 16,
             run_completion_ttl: None,
             provider_call_timeout: Duration::from_secs(30),
             retry_initial_delay: Duration::from_secs(1),
@@ -231,6 +234,9 @@ impl OperatorConfig {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if self.concurrency == 0 {
             return invalid("concurrency must be at least 1".into());
+        }
+        if self.fan_out_concurrency == 0 {
+            return invalid("fanOutConcurrency must be at least 1".into());
         }
         if self.provider_call_timeout.is_zero() {
             return invalid("providerCallTimeout must be more than 0".into());

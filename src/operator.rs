@@ -48,7 +48,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sinks = events::sinks::build_sinks(events_config).await.context("connecting the event sinks")?;
     tracing::info!(sinks = ?sinks.all.iter().map(|s| s.name()).collect::<Vec<_>>(), "publishing run completions");
     let options = events::CloudEventOptions::new(events_config.schema_base.clone())?;
-    let resources: Arc<KubeResources> = Arc::new(KubeResources { client: client.clone() });
+    let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
+    let registry =
+        controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs.clone()));
+    let ctx = controller::Context::new(client.clone(), config.clone(), registry, metrics);
+    let resources = Arc::new(KubeResources::new(client.clone()).with_trigger_engine(ctx.clone()));
     let consumer = match (&sinks.nats, events_config.jetstream.enabled) {
         (Some(nats), true) => Some(tokio::spawn(events::consumer::consume_completions(
             nats.clone(),
@@ -76,13 +80,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
     let resumed = completion::resync_stub_runs(&client, &config, &stub_runs).await?;
     if resumed > 0 {
         tracing::info!(resumed, "completing stub runs that were in flight when the operator stopped");
     }
-    let registry = controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
-    let ctx = controller::Context::new(client.clone(), config, registry, metrics);
+    drop(stub_runs);
     let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));
     admin.set_ready(true);

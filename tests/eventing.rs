@@ -38,7 +38,7 @@ fn events_config(url: &str) -> EventsConfig {
 async fn ingest_for(client: &kube::Client, config: &EventsConfig) -> Arc<Ingest> {
     let sinks = build_sinks(config).await.unwrap();
     Ingest::new(
-        Arc::new(KubeResources { client: client.clone() }),
+        Arc::new(KubeResources::new(client.clone())),
         sinks.all,
         CloudEventOptions::default(),
         config.max_in_flight,
@@ -369,7 +369,7 @@ async fn the_completion_consumer_records_and_dead_letters() {
         nats_client,
         "kfp-operator-events".into(),
         "kfp".into(),
-        Arc::new(KubeResources { client: client.clone() }),
+        Arc::new(KubeResources::new(client.clone())),
         shutdown,
     ));
     let runs: Api<Run> = Api::namespaced(client.clone(), &ns);

@@ -63,7 +63,7 @@ async fn request(port: u16, method: &str, content_type: Option<&str>, body: &str
 
 async fn start(client: &kube::Client, sink: Arc<RecordingSink>) -> u16 {
     let ingest = Ingest::new(
-        Arc::new(KubeResources { client: client.clone() }),
+        Arc::new(KubeResources::new(client.clone())),
         vec![sink],
         CloudEventOptions::default(),
         16,

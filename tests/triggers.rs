@@ -215,6 +215,18 @@ async fn a_cycle_is_reported_on_every_member_and_never_loops() {
     operator.stop().await;
 }
 
+/// A provider's run-completion body for a run of the RunConfiguration `rc`.
+fn completion_body(ns: &str, rc: &str, status: &str, run_id: &str, end: &str) -> serde_json::Value {
+    json!({
+        "status": status,
+        "pipelineName": format!("{ns}/penguin"),
+        "runConfigurationName": format!("{ns}/{rc}"),
+        "runId": run_id,
+        "runEndTime": end,
+        "provider": format!("{ns}/stub"),
+    })
+}
+
 fn completion(
     ns: &str,
     rc: &str,
@@ -222,20 +234,12 @@ fn completion(
     run_id: &str,
     end: &str,
 ) -> kfp_operator::events::RunCompletionEventData {
-    serde_json::from_value(json!({
-        "status": status,
-        "pipelineName": format!("{ns}/penguin"),
-        "runConfigurationName": format!("{ns}/{rc}"),
-        "runId": run_id,
-        "runEndTime": end,
-        "provider": format!("{ns}/stub"),
-    }))
-    .unwrap()
+    serde_json::from_value(completion_body(ns, rc, status, run_id, end)).unwrap()
 }
 
-fn ingest(client: &kube::Client) -> std::sync::Arc<kfp_operator::events::ingest::Ingest> {
+fn ingest_without_engine(client: &kube::Client) -> std::sync::Arc<kfp_operator::events::ingest::Ingest> {
     kfp_operator::events::ingest::Ingest::new(
-        std::sync::Arc::new(kfp_operator::events::ingest::KubeResources { client: client.clone() }),
+        std::sync::Arc::new(kfp_operator::events::ingest::KubeResources::new(client.clone())),
         vec![],
         Default::default(),
         8,
@@ -261,7 +265,7 @@ async fn completions_fire_each_dependant_exactly_once() {
         rcs.create(&post, &run_configuration(name, &provider, vec![], triggers)).await.unwrap();
     }
     let operator = Operator::start(&client, &ns, |_| {});
-    let ingest = ingest(&client);
+    let mut ingest = operator.ingest();
     // Let the dependants record that the dependency has no success yet.
     for name in ["x", "y"] {
         support::eventually(&format!("{name} to evaluate its triggers"), TIMEOUT, || async {
@@ -288,10 +292,28 @@ async fn completions_fire_each_dependant_exactly_once() {
     let latest = rcs.get("dep").await.unwrap().status.unwrap().latest_runs.succeeded.unwrap();
     assert_eq!(latest.provider_id, "run-2");
 
+    // The fan-out repeated (a redelivery that finds the success not yet recorded) creates nothing.
+    let dependency = rcs.get("dep").await.unwrap();
+    let repeated = kfp_operator::controller::fan_out::fan_out(
+        &operator.context(),
+        &dependency,
+        &dependency.status.clone().unwrap().latest_runs.succeeded.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(repeated, 0, "the Runs exist already");
+
     // A crash (the operator's tasks aborted, nothing drained) and a restart, then the same
-    // completion once more.
+    // completion once more, through the new operator's ingest and through one without the
+    // trigger engine (where only the reconcilers act).
     drop(operator);
     let operator = Operator::start(&client, &ns, |_| {});
+    operator
+        .ingest()
+        .accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z"))
+        .await
+        .unwrap();
+    ingest = ingest_without_engine(&client);
     ingest.accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(runs_of(&client, &ns, "x").await.len(), 1);
@@ -370,4 +392,116 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     assert_eq!(runs_of(&client, &ns, "follows-pipeline").await.len(), 2);
     assert_eq!(runs_of(&client, &ns, "follows-spec").await.len(), 2);
     operator.stop().await;
+}
+
+async fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The operator process is SIGKILLed in the middle of a completion's fan-out and started again;
+/// the provider posts the completion again (and the completion consumer redelivers it): every
+/// dependant ends with exactly one Run.
+#[tokio::test]
+async fn a_fan_out_cut_by_sigkill_completes_once_after_a_restart() {
+    const DEPENDANTS: usize = 150;
+    let client = support::client().await;
+    let ns = support::namespace(&client, "fan-out-kill").await;
+    let nats = support::NatsServer::start();
+    let ingest_port = support::free_port();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("operator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "namespaces: [{ns}]\nfanOutConcurrency: 1\nevents:\n  listenAddr: 127.0.0.1:{ingest_port}\n  \
+             nats:\n    url: {}\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    let stub = fixtures::stub_provider("stub").completing_after("1h");
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub).await.unwrap();
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline(&provider)).await.unwrap();
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    rcs.create(&post, &run_configuration("dep", &provider, vec![], Triggers::default())).await.unwrap();
+    futures::future::join_all((0..DEPENDANTS).map(|i| {
+        let triggers =
+            Triggers { run_configurations: vec![NamespacedName::name_only("dep")], ..Triggers::default() };
+        let rc = run_configuration(&format!("dependant-{i}"), &provider, vec![], triggers);
+        let rcs = rcs.clone();
+        async move { rcs.create(&PostParams::default(), &rc).await.unwrap() }
+    }))
+    .await;
+
+    let operator = support::operator::OperatorProcess::start(&config);
+    support::eventually("every dependant to evaluate its trigger", Duration::from_secs(90), || async {
+        let settled = rcs
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter(|rc| {
+                rc.status.as_ref().is_some_and(|s| s.triggers.run_configurations.contains_key("dep"))
+            })
+            .count();
+        (settled == DEPENDANTS).then_some(())
+    })
+    .await;
+
+    let body = completion_body(&ns, "dep", "succeeded", "run-1", "2024-05-01T10:00:00Z").to_string();
+    let posting = tokio::spawn({
+        let body = body.clone();
+        async move { post_json(ingest_port, "/events", &body).await }
+    });
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    let at_kill = support::eventually("the fan-out to start", Duration::from_secs(30), || async {
+        let count = runs.list(&ListParams::default()).await.ok()?.items.len();
+        (count > 0).then_some(count)
+    })
+    .await;
+    let config = operator.kill();
+    assert!(at_kill < DEPENDANTS, "the kill cut the fan-out ({at_kill} of {DEPENDANTS} Runs)");
+    assert_ne!(posting.await.unwrap(), Some(200), "the cut completion was not acknowledged");
+
+    let operator = support::operator::OperatorProcess::start(&config);
+    support::eventually(
+        "the restarted operator to accept the completion again",
+        Duration::from_secs(60),
+        || {
+            let body = body.clone();
+            async move { (post_json(ingest_port, "/events", &body).await == Some(200)).then_some(()) }
+        },
+    )
+    .await;
+    let count_per_dependant = || async {
+        let mut per_dependant = std::collections::BTreeMap::<String, usize>::new();
+        for run in runs.list(&ListParams::default()).await.unwrap().items {
+            *per_dependant
+                .entry(run.labels()["pipelines.kubeflow.org/runconfiguration.name"].clone())
+                .or_default() += 1;
+        }
+        per_dependant
+    };
+    let after = count_per_dependant().await;
+    assert_eq!(after.len(), DEPENDANTS, "every dependant has its Run once the completion is acknowledged");
+    assert!(after.values().all(|count| *count == 1), "{after:?}");
+    let latest = rcs.get("dep").await.unwrap().status.unwrap().latest_runs.succeeded.unwrap();
+    assert_eq!(latest.provider_id, "run-1");
+    // The reconcilers and the consumer's redelivery settle without a second Run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count_per_dependant().await, after);
+    drop(operator);
 }

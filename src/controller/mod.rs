@@ -4,6 +4,8 @@
 //! (pure) and writes it with one deterministic server-side apply.
 
 pub mod dependencies;
+pub mod fan_out;
+pub mod index;
 pub mod metrics;
 pub mod provider;
 pub mod run;
@@ -65,6 +67,8 @@ pub struct Context {
     pub config: OperatorConfig,
     pub providers: ProviderRegistry,
     pub metrics: metrics::Metrics,
+    /// Every watched RunConfiguration, for the trigger engine.
+    pub index: Arc<index::RunConfigurationIndex>,
     /// Failed attempts per object (`kind/namespace/name`), for backoff; cleared on success.
     attempts: DashMap<String, u32>,
 }
@@ -84,7 +88,8 @@ impl Context {
             client.clone(),
             Reporter { controller: "kfp-operator".into(), instance: Some(instance) },
         );
-        Arc::new(Self { client, recorder, config, providers, metrics, attempts: DashMap::new() })
+        let index = Arc::new(index::RunConfigurationIndex::new(config.namespaces.len()));
+        Arc::new(Self { client, recorder, config, providers, metrics, index, attempts: DashMap::new() })
     }
 
     fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {

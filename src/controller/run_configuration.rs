@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -22,29 +23,27 @@ use crate::api::{
     RunConfigurationStatus, RunSchedule, RunScheduleSpec, RunSpec, hash,
 };
 use crate::provider::definitions::labels;
-use crate::triggers::{DecisionInput, DependencyGraph, check_reference, cycle_suppressed, decide};
+use crate::triggers::{
+    CrossNamespacePolicy, DecisionInput, DependencyGraph, Trigger, check_reference, cycle_suppressed, decide,
+    qualified_name,
+};
 
 /// Says whether all dependencies of a RunConfiguration are known.
 pub const DEPENDENCIES_RESOLVED: &str = "DependenciesResolved";
 /// Says whether a RunConfiguration is part of a dependency cycle.
 pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
 
-/// The reconciler's context: the shared one plus the RunConfiguration cache.
+/// The reconciler's context: the shared one plus the owned RunSchedules.
 pub struct RcContext {
     pub ctx: Arc<Context>,
-    pub store: Store<RunConfiguration>,
     /// The RunSchedules owned by RunConfigurations, from a watch.
     pub schedules: Store<RunSchedule>,
 }
 
-/// A RunConfiguration from the cache, or from the API when the cache does not cover its
-/// namespace (the operator may watch several namespaces, one controller each).
-async fn lookup(
-    ctx: &Context,
-    store: &Store<RunConfiguration>,
-    name: &NamespacedName,
-) -> Result<Option<Arc<RunConfiguration>>, Error> {
-    if let Some(found) = store.get(&ObjectRef::new(&name.name).within(&name.namespace)) {
+/// A RunConfiguration from the shared index, or from the API when the index does not hold it
+/// (its namespace is not watched, the watch is still listing, or it does not exist).
+async fn lookup(ctx: &Context, name: &NamespacedName) -> Result<Option<Arc<RunConfiguration>>, Error> {
+    if let Some(found) = ctx.index.get(name) {
         return Ok(Some(found));
     }
     let api: Api<RunConfiguration> = Api::namespaced(ctx.client.clone(), &name.namespace);
@@ -80,7 +79,7 @@ async fn pipeline_version(
 }
 
 /// The Run a trigger creates: the template with resolved parameters, owned by the RC.
-fn triggered_run(
+pub(crate) fn triggered_run(
     rc: &RunConfiguration,
     name: String,
     labels: BTreeMap<String, String>,
@@ -193,12 +192,36 @@ async fn sync_schedules(
     })
 }
 
-pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Result<Action, Error> {
-    let ctx = &rc_ctx.ctx;
-    let rc = rc.as_ref();
-    if rc.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
+/// What was fetched for one evaluation: the pipeline version to observe and each referenced
+/// RunConfiguration (qualified) with what was found.
+pub(crate) struct Observed {
+    pub pipeline_version: String,
+    pub dependencies: BTreeMap<NamespacedName, Option<Arc<RunConfiguration>>>,
+}
+
+/// The trigger engine's verdict on one RunConfiguration.
+pub(crate) struct Evaluation {
+    /// The new status, except `Synchronized` and `Ready`, which depend on the schedules.
+    pub status: RunConfigurationStatus,
+    /// The Runs to create.
+    pub fire: Vec<Trigger>,
+    /// The parameter values of the Runs and RunSchedules.
+    pub values: Vec<NamedValue>,
+    /// Why the spec cannot be acted upon at all.
+    pub invalid_spec: Option<String>,
+    /// Why the dependencies are not resolved (reason, message).
+    pub unresolved: Option<(&'static str, String)>,
+}
+
+/// Validates `rc` (artifact filters, cycles, the cross-namespace policy), refreshes its
+/// dependency map and conditions from `observed`, resolves its parameters and decides which
+/// triggers fire. Pure: the reconciler and the completion fan-out both call it.
+pub(crate) fn evaluate(
+    rc: &RunConfiguration,
+    observed: &Observed,
+    policy: CrossNamespacePolicy,
+    graph: &DependencyGraph,
+) -> Evaluation {
     let namespace = rc.namespace().unwrap_or_default();
     let name = NamespacedName::new(&namespace, rc.name_any());
     let generation = rc.meta().generation;
@@ -206,53 +229,37 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     let mut status = RunConfigurationStatus {
         provider: Some(rc.spec.run.provider.clone()),
         observed_generation: generation,
-        ..previous.clone()
+        ..previous
     };
 
-    // Validation: artifact filters, cycles, the cross-namespace policy.
-    let mut problems: Vec<(&str, String)> = Vec::new();
-    if let Some(message) = super::run::invalid_artifact_filter(&rc.spec.run.artifacts) {
-        problems.push(("InvalidSpec", message));
-    }
-    let all = rc_ctx.store.state();
-    let graph = DependencyGraph::from_run_configurations(all.iter().map(|rc| rc.as_ref()));
-    let mut suppressed = cycle_suppressed(&graph, &name, &rc.spec.triggers.run_configurations);
-    match graph.in_cycle(&name) {
+    let invalid_spec = super::run::invalid_artifact_filter(&rc.spec.run.artifacts);
+    let mut suppressed = cycle_suppressed(graph, &name, &rc.spec.triggers.run_configurations);
+    let cycle_condition = match graph.in_cycle(&name) {
         Some(cycle) => {
             let members = cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
             let message = format!("part of a dependency cycle ({members}); no run fires along it");
-            set_condition(
-                &mut status.conditions,
-                new_condition(DEPENDENCY_CYCLE, "True", "CycleDetected", &message, generation),
-            );
+            new_condition(DEPENDENCY_CYCLE, "True", "CycleDetected", &message, generation)
         }
-        None => set_condition(
-            &mut status.conditions,
-            new_condition(DEPENDENCY_CYCLE, "False", "NoCycle", "no dependency cycle", generation),
-        ),
-    }
+        None => new_condition(DEPENDENCY_CYCLE, "False", "NoCycle", "no dependency cycle", generation),
+    };
+    set_condition(&mut status.conditions, cycle_condition);
+
     let mut denied = BTreeSet::new();
-    let mut found = BTreeMap::new();
+    let mut denial = None;
     for reference in
         referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
     {
         let dependency = reference.qualified(&namespace);
-        let dependency_rc = lookup(ctx, &rc_ctx.store, &dependency).await?;
-        let annotations = dependency_rc.as_ref().map(|d| d.annotations().clone());
-        found.insert(dependency.clone(), dependency_rc);
-        if let Err(message) =
-            check_reference(ctx.config.cross_namespace_policy, &name, &dependency, annotations.as_ref())
-        {
+        let annotations =
+            observed.dependencies.get(&dependency).cloned().flatten().map(|d| d.annotations().clone());
+        if let Err(message) = check_reference(policy, &name, &dependency, annotations.as_ref()) {
             suppressed.insert(reference.to_string());
             denied.insert(dependency);
-            problems.push(("DependencyDenied", message));
+            denial.get_or_insert(message);
         }
     }
 
-    // Observed state: pipeline version and dependencies' latest successful runs.
-    status.dependencies.pipeline.version =
-        pipeline_version(ctx, &namespace, &rc.spec.run.pipeline, &previous.dependencies.pipeline.version)
-            .await?;
+    status.dependencies.pipeline.version = observed.pipeline_version.clone();
     status.dependencies.run_configurations = dependency_map(
         &rc.spec.run.parameters,
         &rc.spec.triggers.run_configurations,
@@ -261,11 +268,11 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
             if denied.contains(reference) {
                 return None;
             }
-            found.get(reference).cloned().flatten().and_then(|d| d.status.clone()?.latest_runs.succeeded)
+            observed.dependencies.get(reference).cloned().flatten()?.status.clone()?.latest_runs.succeeded
         },
     );
     let resolution = resolve_parameters(&rc.spec.run.parameters, &status.dependencies.run_configurations);
-    let hold = resolution.is_err() || !problems.is_empty();
+    let hold = resolution.is_err() || invalid_spec.is_some() || denial.is_some();
     let values = match &resolution {
         Ok(resolved) => resolved.values.clone(),
         Err(_) => rc
@@ -277,61 +284,94 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
             .map(|p| NamedValue::new(&p.name, &p.value))
             .collect(),
     };
-    let dependencies_message =
-        match (&resolution, problems.iter().find(|(reason, _)| *reason == "DependencyDenied")) {
-            (_, Some((_, message))) => Some(("DependencyDenied", message.clone())),
-            (Err(message), None) => Some(("UnresolvedParameters", message.clone())),
-            (Ok(_), None) => None,
-        };
-    match &dependencies_message {
-        Some((reason, message)) => {
-            set_condition(
-                &mut status.conditions,
-                new_condition(DEPENDENCIES_RESOLVED, "False", reason, message, generation),
-            );
-        }
-        None => set_condition(
-            &mut status.conditions,
-            new_condition(
-                DEPENDENCIES_RESOLVED,
-                "True",
-                "Resolved",
-                "all dependencies are resolved",
-                generation,
-            ),
+    let unresolved = match (&resolution, denial) {
+        (_, Some(message)) => Some(("DependencyDenied", message)),
+        (Err(message), None) => Some(("UnresolvedParameters", message.clone())),
+        (Ok(_), None) => None,
+    };
+    let resolved_condition = match &unresolved {
+        Some((reason, message)) => new_condition(DEPENDENCIES_RESOLVED, "False", reason, message, generation),
+        None => new_condition(
+            DEPENDENCIES_RESOLVED,
+            "True",
+            "Resolved",
+            "all dependencies are resolved",
+            generation,
         ),
-    }
+    };
+    set_condition(&mut status.conditions, resolved_condition);
 
-    // Triggers: create the Runs, then record what they acted upon.
     let decision = decide(
         &DecisionInput::new(&name, &rc.spec, &status, generation.unwrap_or_default())
             .held(hold)
             .suppressing(suppressed),
     );
+    status.triggers = decision.new_status;
+    Evaluation { status, fire: decision.fire, values, invalid_spec, unresolved }
+}
+
+/// Fetches what [`evaluate`] looks at: the dependencies from the shared index (the API for
+/// namespaces the operator does not watch) and the pipeline version from the API.
+async fn observe(ctx: &Context, rc: &RunConfiguration) -> Result<Observed, Error> {
+    let namespace = rc.namespace().unwrap_or_default();
+    let mut dependencies = BTreeMap::new();
+    for reference in
+        referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
+    {
+        let dependency = reference.qualified(&namespace);
+        let found = lookup(ctx, &dependency).await?;
+        dependencies.insert(dependency, found);
+    }
+    let stored = rc.status.as_ref().map(|s| s.dependencies.pipeline.version.as_str()).unwrap_or_default();
+    let pipeline_version = pipeline_version(ctx, &namespace, &rc.spec.run.pipeline, stored).await?;
+    Ok(Observed { pipeline_version, dependencies })
+}
+
+/// Creates the Run a trigger calls for; an existing one (a repeat) is success. Returns whether
+/// it was created now.
+pub(crate) async fn create_triggered_run(ctx: &Context, run: &Run) -> Result<bool, kube::Error> {
+    let namespace = run.namespace().unwrap_or_default();
     let runs: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
-    for trigger in &decision.fire {
+    match runs.create(&PostParams::default(), run).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            tracing::debug!(run = %run.name_any(), "the triggered run exists already");
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Result<Action, Error> {
+    let ctx = &rc_ctx.ctx;
+    let rc = rc.as_ref();
+    if rc.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = rc.namespace().unwrap_or_default();
+    let name = NamespacedName::new(&namespace, rc.name_any());
+    let generation = rc.meta().generation;
+    let previous = rc.status.clone().unwrap_or_default();
+
+    let observed = observe(ctx, rc).await?;
+    let Evaluation { mut status, fire, values, invalid_spec, unresolved } =
+        ctx.index.with_graph(|graph| evaluate(rc, &observed, ctx.config.cross_namespace_policy, graph));
+
+    for trigger in &fire {
         let run = triggered_run(rc, trigger.run_name(&name), trigger.labels(&rc.name_any()), &values);
-        match runs.create(&PostParams::default(), &run).await {
-            Ok(_) => {
-                ctx.event(
-                    rc,
-                    false,
-                    "RunCreated",
-                    format!("created Run {} ({})", run.name_any(), trigger.kind.as_str()),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                tracing::debug!(run = %run.name_any(), "the triggered run exists already");
-            }
-            Err(error) => return Err(error.into()),
+        if ctx.index.recently_fired(&format!("{namespace}/{}", run.name_any())) {
+            continue;
+        }
+        if create_triggered_run(ctx, &run).await? {
+            let note = format!("created Run {} ({})", run.name_any(), trigger.kind.as_str());
+            let (ctx, rc) = (ctx.clone(), rc.clone());
+            tokio::spawn(async move { ctx.event(&rc, false, "RunCreated", note).await });
         }
     }
-    status.triggers = decision.new_status;
 
     // Schedules keep syncing even while dependencies are unresolved.
-    let (state, message) = match problems.iter().find(|(reason, _)| *reason == "InvalidSpec") {
-        Some((_, message)) => (SyncState::Failed, message.clone()),
+    let (state, message) = match invalid_spec {
+        Some(message) => (SyncState::Failed, message),
         None => {
             sync_schedules(
                 ctx,
@@ -342,12 +382,12 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
             .await?
         }
     };
-    let ready = state == SyncState::Succeeded && dependencies_message.is_none();
+    let ready = state == SyncState::Succeeded && unresolved.is_none();
     set_condition(
         &mut status.conditions,
         new_condition(SYNCHRONIZED, state.condition_status(), state.as_str(), &message, generation),
     );
-    let ready_message = dependencies_message.as_ref().map_or(message.as_str(), |(_, m)| m.as_str());
+    let ready_message = unresolved.as_ref().map_or(message.as_str(), |(_, m)| m.as_str());
     set_condition(
         &mut status.conditions,
         new_condition(
@@ -379,71 +419,74 @@ fn error_policy(rc: Arc<RunConfiguration>, error: &Error, rc_ctx: Arc<RcContext>
     Action::requeue(rc_ctx.ctx.backoff(rc.as_ref()))
 }
 
-/// Runs the RunConfiguration controller over the `index`-th configured namespace. A change of
-/// a RunConfiguration wakes those depending on it; a Pipeline change wakes those running it.
-pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
-    let Some(api) = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(index) else {
+/// Runs the RunConfiguration controller over the `slot`-th configured namespace. Its watch
+/// feeds the shared index; a RunConfiguration is reconciled when its spec changes (not on its
+/// own status writes), when one it references changes, when its Pipeline changes and when an
+/// owned RunSchedule changes.
+pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shutdown) {
+    let Some(api) = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(slot) else {
         return;
     };
-    let controller = Controller::new(api.clone(), super::watcher_config())
+    let scope = ctx.config.namespaces.get(slot).cloned();
+    let (store, writer) = reflector::store();
+    let mut feeder = ctx.index.feeder(scope.clone());
+    let own_changes = watcher(api, super::watcher_config())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| feeder.observe(event))
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    let mut controller = Controller::for_stream(own_changes, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
-    let store = controller.store();
-    let dependants_store = store.clone();
-    let pipeline_store = store.clone();
-    let dependants_of = move |changed: RunConfiguration| {
-        let changed = NamespacedName::new(changed.namespace().unwrap_or_default(), changed.name_any());
-        dependants_store
-            .state()
-            .into_iter()
-            .filter(|rc| {
-                let namespace = rc.namespace().unwrap_or_default();
-                referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
-                    .iter()
-                    .any(|reference| reference.qualified(&namespace) == changed)
-            })
-            .map(|rc| ObjectRef::from_obj(rc.as_ref()))
-            .collect::<Vec<_>>()
-    };
-    // Dependencies may live in any watched namespace.
-    let mut controller = controller;
-    drop(api);
+
+    let in_scope = move |name: &NamespacedName| scope.as_ref().is_none_or(|ns| *ns == name.namespace);
     for dependencies in super::apis::<RunConfiguration>(&ctx.client, &ctx.config) {
-        controller = controller.watches(dependencies, super::watcher_config(), dependants_of.clone());
-    }
-    if let Some(pipelines) = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        controller = controller.watches(pipelines, super::watcher_config(), move |pipeline: Pipeline| {
-            let namespace = pipeline.namespace();
-            let name = pipeline.name_any();
-            pipeline_store
-                .state()
+        let (index, in_scope) = (ctx.index.clone(), in_scope.clone());
+        controller = controller.watches(dependencies, super::watcher_config(), move |changed| {
+            index
+                .referrers(&qualified_name(&changed))
                 .into_iter()
-                .filter(|rc| rc.namespace() == namespace && rc.spec.run.pipeline.name == name)
-                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+                .filter(|name| in_scope(name))
+                .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
                 .collect::<Vec<_>>()
         });
     }
-    let (schedules, schedules_writer) = kube::runtime::reflector::store();
-    if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(index) {
+    if let Some(pipelines) = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(slot) {
+        let index = ctx.index.clone();
+        controller = controller.watches(pipelines, super::watcher_config(), move |pipeline: Pipeline| {
+            let namespace = pipeline.namespace().unwrap_or_default();
+            let name = pipeline.name_any();
+            index
+                .running_pipeline(&namespace, &name)
+                .into_iter()
+                .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
+                .collect::<Vec<_>>()
+        });
+    }
+    let (schedules, schedules_writer) = reflector::store();
+    if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(slot) {
         controller = controller.owns(api.clone(), super::watcher_config());
         let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
-        let reflector = kube::runtime::reflector(schedules_writer, kube::runtime::watcher(api, owned));
-        tokio::spawn(
-            kube::runtime::WatchStreamExt::default_backoff(reflector).for_each(|_| std::future::ready(())),
-        );
+        let reflector = reflector::reflector(schedules_writer, watcher(api, owned));
+        tokio::spawn(reflector.default_backoff().for_each(|_| std::future::ready(())));
         let _ = schedules.wait_until_ready().await;
     }
     let metrics = ctx.metrics.clone();
-    let rc_ctx = Arc::new(RcContext { ctx, store, schedules });
+    let rc_ctx = Arc::new(RcContext { ctx, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);
     super::drain(controller.run(reconcile, error_policy, rc_ctx), "runconfiguration", metrics).await;
 }
 
 /// Records a successful run as a RunConfiguration's latest, unless a later-ending one is
-/// recorded already. Returns false when the RunConfiguration does not exist.
+/// recorded already. With the trigger engine, the Runs of the RunConfigurations it triggers are
+/// created first ([`super::fan_out`]), so that a crash in between repeats the fan-out (which
+/// then finds the Runs) rather than losing it. Returns false when the RunConfiguration does not
+/// exist.
 pub async fn record_latest_succeeded(
     client: &kube::Client,
     rc: &NamespacedName,
     latest: crate::api::RunReference,
+    engine: Option<&Arc<Context>>,
 ) -> Result<bool, kube::Error> {
     let api: Api<RunConfiguration> = Api::namespaced(client.clone(), &rc.namespace);
     for _ in 0..5 {
@@ -459,6 +502,9 @@ pub async fn record_latest_succeeded(
             if stored.provider_id == latest.provider_id || older {
                 return Ok(true);
             }
+        }
+        if let Some(ctx) = engine {
+            super::fan_out::fan_out(ctx, &current, &latest).await?;
         }
         let body = json!({
             "apiVersion": RunConfiguration::api_version(&()),

@@ -6,6 +6,7 @@
 //! completion. Every rejection says why in its body.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::Utc;
+use dashmap::DashMap;
 use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
 
@@ -85,7 +87,39 @@ pub trait Resources: Send + Sync {
 
 /// [`Resources`] on the Kubernetes API.
 pub struct KubeResources {
-    pub client: kube::Client,
+    client: kube::Client,
+    /// The trigger engine: with it, a success creates the Runs it triggers before it is recorded.
+    engine: Option<Arc<crate::controller::Context>>,
+    /// Completions recorded lately (key → when), so that the completion consumer does not redo
+    /// what the ingest just did in this process.
+    recorded: DashMap<String, Instant>,
+}
+
+/// How long a recorded completion is remembered.
+const RECORDED_MEMORY: Duration = Duration::from_secs(600);
+/// Above this many remembered completions, expired ones are dropped.
+const RECORDED_PRUNE_ABOVE: usize = 10_000;
+
+impl KubeResources {
+    /// Records completions on Runs and RunConfigurations; the RunConfiguration reconcilers
+    /// start the Runs a success triggers.
+    pub fn new(client: kube::Client) -> Self {
+        Self { client, engine: None, recorded: DashMap::new() }
+    }
+
+    /// Also starts the Runs a success triggers, through the trigger engine of `ctx`, before
+    /// recording it.
+    pub fn with_trigger_engine(mut self, ctx: Arc<crate::controller::Context>) -> Self {
+        self.engine = Some(ctx);
+        self
+    }
+
+    fn recorded_key(event: &RunCompletionEvent) -> String {
+        format!(
+            "{}|{:?}|{:?}|{:?}|{}",
+            event.run_id, event.status, event.run_name, event.run_configuration_name, event.pipeline_name
+        )
+    }
 }
 
 fn kube_error(what: &str, name: &NamespacedName, error: &kube::Error) -> IngestError {
@@ -128,6 +162,10 @@ impl Resources for KubeResources {
 
     fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
+            let key = Self::recorded_key(event);
+            if self.recorded.get(&key).is_some_and(|at| at.elapsed() < RECORDED_MEMORY) {
+                return Ok(());
+            }
             let namespace = &event.pipeline_name.namespace;
             if let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) {
                 let name = name.qualified(namespace);
@@ -157,14 +195,23 @@ impl Resources for KubeResources {
                         })
                         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
                 };
-                crate::controller::run_configuration::record_latest_succeeded(&self.client, &name, latest)
-                    .await
-                    .map_err(|error| {
-                        IngestError::Internal(format!(
-                            "could not record the latest run of RunConfiguration {name}: {error}"
-                        ))
-                    })?;
+                crate::controller::run_configuration::record_latest_succeeded(
+                    &self.client,
+                    &name,
+                    latest,
+                    self.engine.as_ref(),
+                )
+                .await
+                .map_err(|error| {
+                    IngestError::Internal(format!(
+                        "could not record the latest run of RunConfiguration {name}: {error}"
+                    ))
+                })?;
             }
+            if self.recorded.len() > RECORDED_PRUNE_ABOVE {
+                self.recorded.retain(|_, at| at.elapsed() < RECORDED_MEMORY);
+            }
+            self.recorded.insert(key, Instant::now());
             Ok(())
         })
     }

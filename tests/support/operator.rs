@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use kfp_operator::config::OperatorConfig;
 use kfp_operator::controller::{self, Context, ProviderRegistry};
+use kfp_operator::events::ingest::{Ingest, KubeResources};
 
 /// The operator's controllers and stub completions, in this test's runtime, watching one namespace.
 pub struct Operator {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    ctx: Arc<Context>,
+    ingest: Arc<Ingest>,
 }
 
 impl Operator {
@@ -32,23 +35,34 @@ impl Operator {
         let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
         let registry = ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs));
         let ctx = Context::new(client.clone(), config, registry, Default::default());
+        let operator_ctx = ctx.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
         let shutdown = controller::shutdown_signal(async move {
             let _ = receiver.await;
         });
-        let ingest = kfp_operator::events::ingest::Ingest::new(
-            Arc::new(kfp_operator::events::ingest::KubeResources { client: client.clone() }),
+        let ingest = Ingest::new(
+            Arc::new(KubeResources::new(client.clone()).with_trigger_engine(ctx.clone())),
             vec![],
             Default::default(),
             16,
             1 << 20,
         );
         let completions =
-            kfp_operator::completion::complete_stub_runs(ingest, created_runs, shutdown.clone());
+            kfp_operator::completion::complete_stub_runs(ingest.clone(), created_runs, shutdown.clone());
         let task = tokio::spawn(async move {
             tokio::join!(controller::run(ctx, shutdown), completions);
         });
-        Self { shutdown: Some(sender), task: Some(task) }
+        Self { shutdown: Some(sender), task: Some(task), ctx: operator_ctx, ingest }
+    }
+
+    /// The run-completion ingest, with the trigger engine, as `POST /events` would use it.
+    pub fn ingest(&self) -> Arc<Ingest> {
+        self.ingest.clone()
+    }
+
+    /// The controllers' shared context (its RunConfiguration index included).
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
     }
 
     pub async fn stop(mut self) {
@@ -66,5 +80,41 @@ impl Drop for Operator {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+/// The operator binary, run with a configuration file against the test control plane; it can be
+/// killed with SIGKILL and started again with the same configuration.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    config: std::path::PathBuf,
+    pub admin_port: u16,
+}
+
+impl OperatorProcess {
+    pub fn start(config: &std::path::Path) -> Self {
+        let admin_port = super::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kfp-operator"))
+            .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}"), "--config"])
+            .arg(config)
+            .env("KUBECONFIG", &super::control_plane().kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("the operator binary starts");
+        Self { child, config: config.to_owned(), admin_port }
+    }
+
+    /// SIGKILL: nothing is drained or flushed.
+    pub fn kill(mut self) -> std::path::PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.config.clone()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,141 @@
+//! The trigger engine's completion path: when a RunConfiguration is about to record a new
+//! successful run, the Runs of every RunConfiguration it triggers are created straight away,
+//! from the shared index and with bounded concurrency, before the success is recorded.
+//!
+//! Each dependant is evaluated exactly as its reconciler would evaluate it
+//! ([`super::run_configuration::evaluate`]) with the new success in view, so the Run names,
+//! labels and parameters are the ones the reconciler would produce. The reconcilers, woken by
+//! the recorded success, then write `status.triggers`; the Runs they would create exist already
+//! and are remembered in the index, so they are not requested twice. Anything the fast path
+//! cannot see (a dependant whose other dependencies live in namespaces the operator does not
+//! watch) is left to the reconciler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+
+use super::Context;
+use super::dependencies::referenced_run_configurations;
+use super::run_configuration::{Evaluation, Observed, create_triggered_run, evaluate, triggered_run};
+use crate::api::{NamespacedName, Run, RunConfiguration, RunReference};
+use crate::triggers::{TriggerKind, qualified_name};
+
+/// How long a completion waits for the index to be complete after the operator started.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
+
+/// The Runs `dependency`'s new success `latest` starts, and the RunConfigurations they belong to.
+pub fn planned_runs(
+    ctx: &Context,
+    dependency: &RunConfiguration,
+    latest: &RunReference,
+) -> Vec<(Arc<RunConfiguration>, Run)> {
+    let dependency_name = qualified_name(dependency);
+    let mut succeeded = dependency.clone();
+    succeeded.status.get_or_insert_with(Default::default).latest_runs.succeeded = Some(latest.clone());
+    let succeeded = Arc::new(succeeded);
+    let mut planned = Vec::new();
+    for dependant in ctx.index.triggered_by(&dependency_name) {
+        let Some(observed) = observed_from_index(ctx, &dependant, &dependency_name, &succeeded) else {
+            continue;
+        };
+        let Evaluation { fire, values, .. } = ctx
+            .index
+            .with_graph(|graph| evaluate(&dependant, &observed, ctx.config.cross_namespace_policy, graph));
+        let name = qualified_name(&dependant);
+        for trigger in fire.iter().filter(|t| t.kind == TriggerKind::RunConfiguration) {
+            let run = triggered_run(
+                &dependant,
+                trigger.run_name(&name),
+                trigger.labels(&dependant.name_any()),
+                &values,
+            );
+            planned.push((dependant.clone(), run));
+        }
+    }
+    planned
+}
+
+/// What `dependant`'s reconciler would observe once `dependency` records `succeeded`, if the
+/// index holds all of its dependencies.
+fn observed_from_index(
+    ctx: &Context,
+    dependant: &RunConfiguration,
+    dependency: &NamespacedName,
+    succeeded: &Arc<RunConfiguration>,
+) -> Option<Observed> {
+    let namespace = dependant.namespace().unwrap_or_default();
+    let mut dependencies = std::collections::BTreeMap::new();
+    for reference in referenced_run_configurations(
+        &dependant.spec.run.parameters,
+        &dependant.spec.triggers.run_configurations,
+    ) {
+        let qualified = reference.qualified(&namespace);
+        let found = if qualified == *dependency { succeeded.clone() } else { ctx.index.get(&qualified)? };
+        dependencies.insert(qualified, Some(found));
+    }
+    let pipeline_version =
+        dependant.status.as_ref().map(|s| s.dependencies.pipeline.version.clone()).unwrap_or_default();
+    Some(Observed { pipeline_version, dependencies })
+}
+
+/// Creates the Runs `dependency`'s new success `latest` starts, `fanOutConcurrency` at a time,
+/// and returns how many were created now (existing ones count as done). Every Run is attempted;
+/// the first failure is returned after the others finished.
+pub async fn fan_out(
+    ctx: &Arc<Context>,
+    dependency: &RunConfiguration,
+    latest: &RunReference,
+) -> Result<usize, kube::Error> {
+    if !ctx.index.wait_until_complete(INDEX_WAIT).await {
+        return Err(kube::Error::Service(
+            "the RunConfiguration index is still loading; the completion is not recorded yet".into(),
+        ));
+    }
+    let planned = planned_runs(ctx, dependency, latest);
+    if planned.is_empty() {
+        return Ok(0);
+    }
+    let results: Vec<(Arc<RunConfiguration>, Run, Result<bool, kube::Error>)> =
+        futures::stream::iter(planned)
+            .map(|(dependant, run)| async move {
+                let result = create_triggered_run(ctx, &run).await;
+                (dependant, run, result)
+            })
+            .buffer_unordered(ctx.config.fan_out_concurrency.max(1))
+            .collect()
+            .await;
+    let mut created = Vec::new();
+    let mut first_error = None;
+    for (dependant, run, result) in results {
+        match result {
+            Ok(fresh) => {
+                ctx.index.remember_fired(format!(
+                    "{}/{}",
+                    run.namespace().unwrap_or_default(),
+                    run.name_any()
+                ));
+                if fresh {
+                    created.push((dependant, run.name_any()));
+                }
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let count = created.len();
+    tracing::info!(dependency = %qualified_name(dependency), run = %latest.provider_id, created = count, "triggered dependants");
+    let events = ctx.clone();
+    tokio::spawn(async move {
+        for (dependant, run) in created {
+            let note = format!("created Run {run} ({})", TriggerKind::RunConfiguration.as_str());
+            events.event(dependant.as_ref(), false, "RunCreated", note).await;
+        }
+    });
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(count),
+    }
+}
