@@ -136,6 +136,10 @@ impl Resources for KubeResources {
                 |name: &NamespacedName| name.namespace_or(&data.pipeline_name.namespace).to_owned();
             let mut missing = Vec::new();
             if let Some(name) = data.run_configuration_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let qualified = name.qualified(&data.pipeline_name.namespace);
+                if let Some(rc) = self.engine.as_ref().and_then(|ctx| ctx.index.get(&qualified)) {
+                    return Ok(rc.spec.run.artifacts.clone());
+                }
                 let api: kube::Api<RunConfiguration> =
                     kube::Api::namespaced(self.client.clone(), &namespace_of(name));
                 match api.get_opt(&name.name).await {
