@@ -284,18 +284,41 @@ pub struct TriggerBenchArgs {
     /// RunConfigurations in the in-memory index measurement.
     #[arg(long, default_value_t = 10_000)]
     pub index_size: usize,
+    /// Measurements per fan-out size (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Successive completions in the trigger latency measurement.
+    #[arg(long, default_value_t = 100)]
+    pub completions: usize,
 }
 
-fn minimal_run(name: String, namespace: &str) -> crate::api::Run {
+/// A Run shaped like the ones the trigger engine creates for [`dependant_rc`]s: the same spec,
+/// the trigger labels and an owner reference.
+fn plain_run(name: String, namespace: &str) -> crate::api::Run {
     let mut run = crate::api::Run::new(
         &name,
         crate::api::RunSpec {
             provider: crate::api::NamespacedName::new(namespace, "stub"),
-            pipeline: crate::api::PipelineIdentifier::new("penguin", ""),
+            pipeline: crate::api::PipelineIdentifier::new("penguin", "v1"),
             ..crate::api::RunSpec::default()
         },
     );
     run.metadata.namespace = Some(namespace.to_owned());
+    let labels = [
+        ("pipelines.kubeflow.org/runconfiguration.name", name.as_str()),
+        ("pipelines.kubeflow.org/trigger-type", "runConfiguration"),
+        ("pipelines.kubeflow.org/trigger-source", "dependency"),
+        ("pipelines.kubeflow.org/trigger-source-namespace", namespace),
+    ];
+    run.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+    run.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "pipelines.kubeflow.org/v1beta1".into(),
+        kind: "RunConfiguration".into(),
+        name: name.clone(),
+        uid: format!("00000000-0000-0000-0000-{:012}", name.len()),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
     run
 }
 
@@ -342,133 +365,275 @@ async fn fresh_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// One completion with `n` dependants against creating `n` Runs with a plain client.
-async fn fan_out(
-    client: &kube::Client,
-    n: usize,
-    concurrency: usize,
-    out: &mut impl std::io::Write,
-) -> anyhow::Result<()> {
-    use crate::api::{Run, RunConfiguration};
-    let stamp = Utc::now().timestamp_millis();
-    let plain_ns = format!("bench-plain-{n}-{stamp}");
-    let fan_ns = format!("bench-fanout-{n}-{stamp}");
-    fresh_namespace(client, &plain_ns).await?;
-    fresh_namespace(client, &fan_ns).await?;
+type RunEvents = futures::stream::BoxStream<
+    'static,
+    Result<kube::runtime::watcher::Event<crate::api::Run>, kube::runtime::watcher::Error>,
+>;
 
-    let plain: kube::Api<Run> = kube::Api::namespaced(client.clone(), &plain_ns);
-    let plain_elapsed = create_all(
-        &plain,
-        (0..n).map(|i| minimal_run(format!("plain-{i}"), &plain_ns)).collect(),
-        concurrency,
-    )
-    .await?;
-
-    // The engine: only the RunConfiguration controller, watching the fan-out namespace.
-    let rcs: kube::Api<RunConfiguration> = kube::Api::namespaced(client.clone(), &fan_ns);
-    let mut dependency = dependant_rc("dependency", &fan_ns, "nothing");
-    dependency.spec.triggers = crate::api::Triggers::default();
-    rcs.create(&kube::api::PostParams::default(), &dependency).await?;
-    create_all(
-        &rcs,
-        (0..n).map(|i| dependant_rc(&format!("dependant-{i}"), &fan_ns, "dependency")).collect(),
-        concurrency,
-    )
-    .await?;
-    let config = crate::config::OperatorConfig { namespaces: vec![fan_ns.clone()], ..Default::default() };
-    let registry = crate::controller::ProviderRegistry::new(config.provider_defaults.clone(), None);
-    let ctx = crate::controller::Context::new(client.clone(), config, registry, Default::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = crate::controller::shutdown_signal(async move {
-        let _ = stopped.await;
-    });
-    let engine = tokio::spawn(crate::controller::run_configuration::run_controller(ctx.clone(), 0, shutdown));
-
-    // Settled: every dependant has evaluated its trigger once.
-    let settle_deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let settled = rcs
-            .list(&kube::api::ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|rc| {
-                rc.status.as_ref().is_some_and(|s| s.triggers.run_configurations.contains_key("dependency"))
-            })
-            .count();
-        if settled == n {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < settle_deadline, "only {settled} of {n} dependants settled");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    // One API round trip, for reference.
-    let round_trip_started = Instant::now();
-    rcs.get("dependency").await?;
-    let round_trip = round_trip_started.elapsed();
-
-    let runs: kube::Api<Run> = kube::Api::namespaced(client.clone(), &fan_ns);
+/// A watch on the Runs of `namespace`, established (its initial list done).
+async fn watch_runs(client: &kube::Client, namespace: &str) -> anyhow::Result<RunEvents> {
+    let runs: kube::Api<crate::api::Run> = kube::Api::namespaced(client.clone(), namespace);
     let mut watch = kube::runtime::watcher(runs, kube::runtime::watcher::Config::default()).boxed();
-    // Wait for the watch to be established before the completion.
     while let Some(event) = watch.next().await {
         if matches!(event?, kube::runtime::watcher::Event::InitDone) {
-            break;
+            return Ok(watch);
         }
     }
-    let ingest = Ingest::new(
-        Arc::new(crate::events::ingest::KubeResources::new(client.clone()).with_trigger_engine(ctx.clone())),
-        Vec::new(),
-        CloudEventOptions::default(),
-        16,
-        1 << 20,
-    );
-    let data: RunCompletionEventData = serde_json::from_value(json!({
-        "status": "succeeded",
-        "pipelineName": format!("{fan_ns}/penguin"),
-        "runConfigurationName": format!("{fan_ns}/dependency"),
-        "runId": format!("run-{stamp}"),
-        "runEndTime": "2024-05-01T10:21:07Z",
-        "provider": format!("{fan_ns}/stub"),
-    }))?;
-    let completed = Instant::now();
-    let accepted = tokio::spawn(async move {
-        let result = ingest.accept(data).await;
-        (result, completed.elapsed())
-    });
-    let mut seen = std::collections::BTreeSet::new();
-    let mut latencies = Vec::with_capacity(n);
-    let deadline = completed + Duration::from_secs(600);
-    while seen.len() < n {
+    anyhow::bail!("the Run watch on {namespace} ended")
+}
+
+/// Waits (at most ten minutes) for `count` Runs not in `seen`; returns when each appeared,
+/// measured from `since`.
+async fn new_runs(
+    watch: &mut RunEvents,
+    seen: &mut std::collections::BTreeSet<String>,
+    count: usize,
+    since: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut arrivals = Vec::with_capacity(count);
+    while arrivals.len() < count {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let event = tokio::time::timeout(remaining, watch.next())
             .await
-            .map_err(|_| anyhow::anyhow!("only {} of {n} runs appeared", seen.len()))?;
-        if let Some(Ok(kube::runtime::watcher::Event::Apply(run))) = event
-            && seen.insert(kube::ResourceExt::name_any(&run))
-        {
-            latencies.push(completed.elapsed());
+            .map_err(|_| anyhow::anyhow!("only {} of {count} runs appeared", arrivals.len()))?;
+        match event {
+            Some(Ok(kube::runtime::watcher::Event::Apply(run))) => {
+                if seen.insert(kube::ResourceExt::name_any(&run)) {
+                    arrivals.push(since.elapsed());
+                }
+            }
+            Some(_) => {}
+            None => anyhow::bail!("the Run watch ended"),
         }
     }
-    let fanout_elapsed = completed.elapsed();
-    let (accepted, ack) = accepted.await?;
-    accepted?;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), engine).await;
+    Ok(arrivals)
+}
+
+/// A namespace with one dependency RunConfiguration and `n` dependants triggered by it, the
+/// RunConfiguration controller watching it (settled: every dependant evaluated its trigger
+/// once), and the run-completion ingest with the trigger engine.
+struct EngineUnderTest {
+    namespace: String,
+    ingest: Arc<Ingest>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl EngineUnderTest {
+    async fn start(
+        client: &kube::Client,
+        namespace: String,
+        n: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        use crate::api::RunConfiguration;
+        fresh_namespace(client, &namespace).await?;
+        let rcs: kube::Api<RunConfiguration> = kube::Api::namespaced(client.clone(), &namespace);
+        let mut dependency = dependant_rc("dependency", &namespace, "nothing");
+        dependency.spec.triggers = crate::api::Triggers::default();
+        rcs.create(&kube::api::PostParams::default(), &dependency).await?;
+        create_all(
+            &rcs,
+            (0..n).map(|i| dependant_rc(&format!("dependant-{i}"), &namespace, "dependency")).collect(),
+            concurrency,
+        )
+        .await?;
+        let config =
+            crate::config::OperatorConfig { namespaces: vec![namespace.clone()], ..Default::default() };
+        let registry = crate::controller::ProviderRegistry::new(config.provider_defaults.clone(), None);
+        let ctx = crate::controller::Context::new(client.clone(), config, registry, Default::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = crate::controller::shutdown_signal(async move {
+            let _ = stopped.await;
+        });
+        let controller =
+            tokio::spawn(crate::controller::run_configuration::run_controller(ctx.clone(), 0, shutdown));
+        let settle_deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let settled = rcs
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|rc| {
+                    rc.status
+                        .as_ref()
+                        .is_some_and(|s| s.triggers.run_configurations.contains_key("dependency"))
+                })
+                .count();
+            if settled == n {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < settle_deadline, "only {settled} of {n} dependants settled");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ingest = Ingest::new(
+            Arc::new(crate::events::ingest::KubeResources::new(client.clone()).with_trigger_engine(ctx)),
+            Vec::new(),
+            CloudEventOptions::default(),
+            16,
+            1 << 20,
+        );
+        Ok(Self { namespace, ingest, stop, controller })
+    }
+
+    /// Posts the dependency's success `run` (ending `run` seconds after a fixed time) and returns
+    /// how long the ingest took to answer.
+    async fn complete(&self, run: i64) -> anyhow::Result<Duration> {
+        let namespace = &self.namespace;
+        let ended = chrono::DateTime::from_timestamp(1_714_557_600 + run, 0).unwrap_or_default();
+        let data: RunCompletionEventData = serde_json::from_value(json!({
+            "status": "succeeded",
+            "pipelineName": format!("{namespace}/penguin"),
+            "runConfigurationName": format!("{namespace}/dependency"),
+            "runId": format!("run-{run}"),
+            "runEndTime": ended.to_rfc3339(),
+            "provider": format!("{namespace}/stub"),
+        }))?;
+        let started = Instant::now();
+        self.ingest.accept(data).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.controller).await;
+    }
+}
+
+fn median_duration(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// One completion with `n` dependants (until all `n` Runs are seen in a watch) against a plain
+/// client creating `n` Runs (until all are seen in a watch), `rounds` times each, interleaved.
+async fn fan_out(
+    client: &kube::Client,
+    n: usize,
+    args: &TriggerBenchArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let stamp = Utc::now().timestamp_millis();
+    let (mut plain_times, mut fan_out_times, mut acks, mut latencies) = (vec![], vec![], vec![], vec![]);
+    for round in 0..args.rounds.max(1) {
+        let plain_ns = format!("bench-plain-{n}-{round}-{stamp}");
+        fresh_namespace(client, &plain_ns).await?;
+        let plain: kube::Api<crate::api::Run> = kube::Api::namespaced(client.clone(), &plain_ns);
+        let mut watch = watch_runs(client, &plain_ns).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        let started = Instant::now();
+        let objects = (0..n).map(|i| plain_run(format!("plain-{i}"), &plain_ns)).collect();
+        let (created, arrivals) = tokio::join!(
+            create_all(&plain, objects, args.concurrency),
+            new_runs(&mut watch, &mut seen, n, started),
+        );
+        created?;
+        plain_times.push(arrivals?.into_iter().max().unwrap_or_default());
+
+        let engine =
+            EngineUnderTest::start(client, format!("bench-fanout-{n}-{round}-{stamp}"), n, args.concurrency)
+                .await?;
+        let mut watch = watch_runs(client, &engine.namespace).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        let started = Instant::now();
+        let (ack, arrivals) =
+            tokio::join!(engine.complete(i64::from(round)), new_runs(&mut watch, &mut seen, n, started));
+        acks.push(ack?);
+        let arrivals = arrivals?;
+        fan_out_times.push(arrivals.iter().max().copied().unwrap_or_default());
+        latencies.extend(arrivals);
+        engine.stop().await;
+    }
     latencies.sort();
-    let round = |v: f64, places: f64| (v * places).round() / places;
+    let plain = median_duration(&mut plain_times);
+    let fanned = median_duration(&mut fan_out_times);
     let result = json!({
         "benchmark": "trigger-fanout",
         "dependants": n,
-        "plain_create_s": round(plain_elapsed.as_secs_f64(), 1000.0),
-        "fanout_s": round(fanout_elapsed.as_secs_f64(), 1000.0),
-        "ratio": round(fanout_elapsed.as_secs_f64() / plain_elapsed.as_secs_f64(), 1000.0),
+        "rounds": args.rounds.max(1),
+        "concurrency": args.concurrency,
+        "plain_create_s": millis(plain) / 1000.0,
+        "fanout_s": millis(fanned) / 1000.0,
+        "ratio": (fanned.as_secs_f64() / plain.as_secs_f64().max(f64::EPSILON) * 1000.0).round() / 1000.0,
         "target_ratio": 1.5,
-        "trigger_latency_ms_p50": round(percentile(&latencies, 0.5), 100.0),
-        "trigger_latency_ms_p99": round(percentile(&latencies, 0.99), 100.0),
-        "completion_ack_ms": round(ack.as_secs_f64() * 1000.0, 100.0),
-        "api_round_trip_ms": round(round_trip.as_secs_f64() * 1000.0, 100.0),
-        "target_p99_ms": round(50.0 + round_trip.as_secs_f64() * 1000.0, 100.0),
+        "run_latency_ms_p50": millis(percentile_duration(&latencies, 0.5)),
+        "run_latency_ms_p99": millis(percentile_duration(&latencies, 0.99)),
+        "completion_ack_ms": millis(median_duration(&mut acks)),
+        "rss_kib": resident_memory_kib(),
+    });
+    writeln!(out, "{result}")?;
+    Ok(())
+}
+
+fn percentile_duration(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Trigger latency: `completions` successive successes of a dependency with one dependant, each
+/// from the ingest call until its Run is seen in a watch, against a plain client's create until
+/// the Run is seen, and a plain GET round trip.
+async fn trigger_latency(
+    client: &kube::Client,
+    completions: usize,
+    args: &TriggerBenchArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let stamp = Utc::now().timestamp_millis();
+    let plain_ns = format!("bench-latency-plain-{stamp}");
+    fresh_namespace(client, &plain_ns).await?;
+    let plain: kube::Api<crate::api::Run> = kube::Api::namespaced(client.clone(), &plain_ns);
+    let mut watch = watch_runs(client, &plain_ns).await?;
+    let mut seen = Default::default();
+    let mut plain_latencies = Vec::with_capacity(completions);
+    let mut round_trips = Vec::with_capacity(completions);
+    for i in 0..completions {
+        let started = Instant::now();
+        plain
+            .create(&kube::api::PostParams::default(), &plain_run(format!("plain-{i}"), &plain_ns))
+            .await?;
+        plain_latencies.extend(new_runs(&mut watch, &mut seen, 1, started).await?);
+        let started = Instant::now();
+        plain.get(&format!("plain-{i}")).await?;
+        round_trips.push(started.elapsed());
+    }
+
+    let engine =
+        EngineUnderTest::start(client, format!("bench-latency-{stamp}"), 1, args.concurrency).await?;
+    let mut watch = watch_runs(client, &engine.namespace).await?;
+    let mut seen = Default::default();
+    let mut latencies = Vec::with_capacity(completions);
+    let mut acks = Vec::with_capacity(completions);
+    for i in 0..completions {
+        let started = Instant::now();
+        let run = i64::try_from(i).unwrap_or_default();
+        let (ack, arrival) = tokio::join!(engine.complete(run), new_runs(&mut watch, &mut seen, 1, started));
+        acks.push(ack?);
+        latencies.extend(arrival?);
+    }
+    engine.stop().await;
+    latencies.sort();
+    plain_latencies.sort();
+    let round_trip = median_duration(&mut round_trips);
+    let result = json!({
+        "benchmark": "trigger-latency",
+        "completions": completions,
+        "trigger_latency_ms_p50": millis(percentile_duration(&latencies, 0.5)),
+        "trigger_latency_ms_p99": millis(percentile_duration(&latencies, 0.99)),
+        "plain_create_seen_ms_p50": millis(percentile_duration(&plain_latencies, 0.5)),
+        "plain_create_seen_ms_p99": millis(percentile_duration(&plain_latencies, 0.99)),
+        "api_round_trip_ms": millis(round_trip),
+        "target_p99_ms": millis(round_trip) + 50.0,
+        "completion_ack_ms_p50": millis(median_duration(&mut acks)),
     });
     writeln!(out, "{result}")?;
     Ok(())
@@ -517,8 +682,9 @@ pub async fn run_triggers(args: TriggerBenchArgs, out: &mut impl std::io::Write)
     index_scale(args.index_size, out)?;
     let client = kube::Client::try_default().await?;
     crate::crds::install(&client, Duration::from_secs(60)).await?;
-    for n in args.dependants {
-        fan_out(&client, n, args.concurrency, out).await?;
+    trigger_latency(&client, args.completions, &args, out).await?;
+    for &n in &args.dependants {
+        fan_out(&client, n, &args, out).await?;
     }
     Ok(())
 }

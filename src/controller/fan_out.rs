@@ -93,7 +93,9 @@ pub async fn fan_out(
             "the RunConfiguration index is still loading; the completion is not recorded yet".into(),
         ));
     }
+    let planning = std::time::Instant::now();
     let planned = planned_runs(ctx, dependency, latest);
+    let planned_in = planning.elapsed();
     if planned.is_empty() {
         return Ok(0);
     }
@@ -126,7 +128,14 @@ pub async fn fan_out(
         }
     }
     let count = created.len();
-    tracing::info!(dependency = %qualified_name(dependency), run = %latest.provider_id, created = count, "triggered dependants");
+    tracing::info!(
+        dependency = %qualified_name(dependency),
+        run = %latest.provider_id,
+        created = count,
+        planned_ms = planned_in.as_secs_f64() * 1000.0,
+        total_ms = planning.elapsed().as_secs_f64() * 1000.0,
+        "triggered dependants"
+    );
     let events = ctx.clone();
     tokio::spawn(async move {
         for (dependant, run) in created {
