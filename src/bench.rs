@@ -311,14 +311,15 @@ fn plain_run(name: String, namespace: &str) -> crate::api::Run {
         ("pipelines.kubeflow.org/trigger-source-namespace", namespace),
     ];
     run.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
-    run.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "pipelines.kubeflow.org/v1beta1".into(),
-        kind: "RunConfiguration".into(),
-        name: name.clone(),
-        uid: format!("00000000-0000-0000-0000-{:012}", name.len()),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
+    run.metadata.owner_references =
+        Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "pipelines.kubeflow.org/v1beta1".into(),
+            kind: "RunConfiguration".into(),
+            name: name.clone(),
+            uid: format!("00000000-0000-0000-0000-{:012}", name.len()),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
     run
 }
 
@@ -598,9 +599,7 @@ async fn trigger_latency(
     let mut round_trips = Vec::with_capacity(completions);
     for i in 0..completions {
         let started = Instant::now();
-        plain
-            .create(&kube::api::PostParams::default(), &plain_run(format!("plain-{i}"), &plain_ns))
-            .await?;
+        plain.create(&kube::api::PostParams::default(), &plain_run(format!("plain-{i}"), &plain_ns)).await?;
         plain_latencies.extend(new_runs(&mut watch, &mut seen, 1, started).await?);
         let started = Instant::now();
         plain.get(&format!("plain-{i}")).await?;
