@@ -1,10 +1,16 @@
-//! `kfp-operator bench events`: the run-completion path measured against the raw limit in the
-//! same run. It posts N completions to the real `/events` ingest over loopback HTTP, which
-//! builds the CloudEvents and publishes them on a real JetStream stream waiting for each ack,
-//! and compares with async-nats publishing the identical messages (same subjects, bodies,
-//! message ids, ack waiting and concurrency) straight to a stream of the same configuration.
-//! Kubernetes lookups are served from memory here, as the operator's watch cache would.
-//! Prints one JSON object per line.
+//! The benchmarks, each against the raw limit measured in the same run; JSON lines on stdout.
+//!
+//! `kfp-operator bench events`: the run-completion path. It posts N completions to the real
+//! `/events` ingest over loopback HTTP, which builds the CloudEvents and publishes them on a
+//! real JetStream stream waiting for each ack, and compares with async-nats publishing the
+//! identical messages (same subjects, bodies, message ids, ack waiting and concurrency) straight
+//! to a stream of the same configuration. Kubernetes lookups are served from memory here, as
+//! the operator's watch cache would.
+//!
+//! `kfp-operator bench triggers`: the trigger engine against the API server of the current
+//! kubeconfig: the index over many RunConfigurations, the latency from a completion to its
+//! dependant's Run, and one completion fanned out to N dependants, each against a plain client
+//! creating the same Runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,12 +1,31 @@
 //! The trigger engine against the real apiserver with the stub provider: the reference
 //! walkthrough (a base RunConfiguration, a dependant in another namespace taking the base's
-//! artifact through `valueFrom`, and a third chained on the dependant), onChange triggers, and
-//! cycles that are reported and never loop.
+//! artifact through `valueFrom`, and a third chained on the dependant), completions fanned out
+//! exactly once (repeats, late older completions, an in-process crash and a SIGKILLed operator
+//! process), onChange triggers, schedules, and cycles that are reported and never loop.
 //!
-//! Reference scenarios (kfp-operator-behaviour §7.8, §11.2) ported here: the walkthrough
-//! end to end; "onChange: runSpec starts one run on first reconcile"; "a dependant fires when its
-//! dependency succeeds". Deliberately different: the first dependant Run carries its trigger
-//! labels (the reference's has none), and a cycle is reported instead of looping.
+//! Reference acceptance scenarios (kfp-operator-behaviour §11.2 F) and where they are covered:
+//! - F1, F2 (owned RunSchedule per schedule, state follows it, removal deletes it):
+//!   `schedules_are_owned_replaced_and_removed`.
+//! - F3 (dependencies not met): deliberately different. No Run starts, but the schedules keep
+//!   syncing (the reference creates none) and the RunConfiguration says why it is not Ready
+//!   (`DependenciesResolved=False`, `UnresolvedParameters`) rather than being Succeeded.
+//! - F4 (a pinned pipeline version is observed as such): `schedules_are_owned_replaced_and_removed`.
+//! - F5 (pipeline version changes fire `onChange: pipeline`; a Pipeline created later fires
+//!   once): `on_change_triggers_fire_once_and_trigger_edits_fire_none` and the schedules test.
+//! - F6, F7 (dependency entries, empty when missing): unit tests in `controller::dependencies`
+//!   and the walkthrough.
+//! - F8 (a dependency's success is copied and fires exactly one Run): the walkthrough and
+//!   `completions_fire_each_dependant_exactly_once`.
+//! - F9 (removing a trigger drops its status entry) and F12 (labels, reasons, status updates):
+//!   unit tests in `triggers::decision`; F9 also fires nothing here (`on_change_…`).
+//! - F10 (`onChange: runSpec` fires one Run per edit): `on_change_…`.
+//! - F11 (provider changes): deliberately different. The reference fails the RunConfiguration
+//!   and keeps the schedules on the old provider; here the schedules move (the old ones are
+//!   deleted through the provider that created them): the schedules test.
+//! - Also deliberately different: adding a dependency trigger fires nothing (the reference
+//!   starts a Run), the first dependant Run carries its trigger labels, a cycle is reported
+//!   instead of looping, and an older completion arriving late changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -14,7 +33,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Parameter, Pipeline, PipelineFramework, PipelineSpec, Provider, Run,
-    RunConfiguration, RunConfigurationRef, RunConfigurationSpec, RunSpec, Triggers,
+    RunConfiguration, RunConfigurationRef, RunConfigurationSpec, RunSchedule, RunSpec, Schedule, Triggers,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -504,4 +523,127 @@ async fn a_fan_out_cut_by_sigkill_completes_once_after_a_restart() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(count_per_dependant().await, after);
     drop(operator);
+}
+
+async fn owned_schedules(client: &kube::Client, ns: &str, rc: &str) -> Vec<RunSchedule> {
+    let selector = format!("pipelines.kubeflow.org/runconfiguration.name={rc}");
+    Api::<RunSchedule>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Schedule triggers: one owned RunSchedule per schedule, kept in sync while a dependency is
+/// unresolved (the reference creates none then), replaced when the schedule changes and deleted
+/// when it is removed; and a Pipeline created after its RunConfiguration fires exactly one Run.
+#[tokio::test]
+async fn schedules_are_owned_replaced_and_removed() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "schedules").await;
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines.create(&post, &pipeline(&provider)).await.unwrap();
+    let operator = Operator::start(&client, &ns, |_| {});
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    let mut follows_late_pipeline = run_configuration(
+        "follows-late-pipeline",
+        &provider,
+        vec![],
+        Triggers { on_change: vec![OnChangeType::Pipeline], ..Triggers::default() },
+    );
+    follows_late_pipeline.spec.run.pipeline = "late".parse().unwrap();
+    rcs.create(&post, &follows_late_pipeline).await.unwrap();
+    let waiting_for_missing = vec![Parameter::from_run_configuration(
+        "model",
+        RunConfigurationRef::new(NamespacedName::name_only("missing"), "model"),
+    )];
+    let hourly = Triggers { schedules: vec![Schedule::cron("0 * * * *")], ..Triggers::default() };
+    let mut scheduled = run_configuration("scheduled", &provider, waiting_for_missing, hourly);
+    scheduled.spec.run.pipeline = "penguin:pinned-1".parse().unwrap();
+    rcs.create(&post, &scheduled).await.unwrap();
+
+    let first = support::eventually("the owned RunSchedule", TIMEOUT, || async {
+        let schedules = owned_schedules(&client, &ns, "scheduled").await;
+        (schedules.len() == 1).then(|| schedules.into_iter().next()).flatten()
+    })
+    .await;
+    assert_eq!(first.spec.schedule.cron_expression, "0 * * * *");
+    assert_eq!(first.spec.pipeline.version, "pinned-1");
+    assert_eq!(first.spec.parameters, vec![], "the unresolved parameter is not submitted");
+    let owner = &first.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("RunConfiguration", "scheduled", Some(true))
+    );
+    let rc = support::eventually("the schedule to synchronise", TIMEOUT, || async {
+        let rc = rcs.get("scheduled").await.ok()?;
+        (condition(&rc, "Synchronized")?.reason == "Succeeded").then_some(rc)
+    })
+    .await;
+    assert_eq!(rc.status.as_ref().unwrap().dependencies.pipeline.version, "pinned-1");
+    let resolved = condition(&rc, "DependenciesResolved").unwrap();
+    assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("False", "UnresolvedParameters"));
+    let why = format!("parameter 'model': RunConfiguration {ns}/missing does not exist");
+    assert_eq!(resolved.message, why);
+    let ready = condition(&rc, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.message.as_str()), ("False", why.as_str()));
+
+    // A Pipeline created after the RunConfiguration that follows it fires exactly one Run.
+    let mut late = pipeline(&provider);
+    late.metadata.name = Some("late".into());
+    pipelines.create(&post, &late).await.unwrap();
+    support::eventually("the run for the late pipeline", TIMEOUT, || async {
+        (runs_of(&client, &ns, "follows-late-pipeline").await.len() == 1).then_some(())
+    })
+    .await;
+
+    let params = kube::api::PatchParams::default();
+    let replace = json!({"spec": {"triggers": {"schedules": [{"cronExpression": "30 2 * * *"}]}}});
+    rcs.patch("scheduled", &params, &kube::api::Patch::Merge(replace)).await.unwrap();
+    let replaced = support::eventually("the schedule to be replaced", TIMEOUT, || async {
+        let schedules = owned_schedules(&client, &ns, "scheduled").await;
+        let live: Vec<_> =
+            schedules.into_iter().filter(|s| s.metadata.deletion_timestamp.is_none()).collect();
+        (live.len() == 1 && live[0].name_any() != first.name_any()).then(|| live.into_iter().next()).flatten()
+    })
+    .await;
+    assert_eq!(replaced.spec.schedule.cron_expression, "30 2 * * *");
+
+    // A provider change moves the schedule to the new provider.
+    Api::<Provider>::namespaced(client.clone(), &ns)
+        .create(&post, &fixtures::stub_provider("other"))
+        .await
+        .unwrap();
+    let move_provider = json!({"spec": {"run": {"provider": format!("{ns}/other")}}});
+    rcs.patch("scheduled", &params, &kube::api::Patch::Merge(move_provider)).await.unwrap();
+    support::eventually("the schedule to move to the other provider", TIMEOUT, || async {
+        let schedules = owned_schedules(&client, &ns, "scheduled").await;
+        (schedules.len() == 1 && schedules[0].spec.provider == NamespacedName::new(&ns, "other"))
+            .then_some(())
+    })
+    .await;
+
+    rcs.patch(
+        "scheduled",
+        &params,
+        &kube::api::Patch::Merge(json!({"spec": {"triggers": {"schedules": null}}})),
+    )
+    .await
+    .unwrap();
+    support::eventually("the owned RunSchedules to be deleted", TIMEOUT, || async {
+        owned_schedules(&client, &ns, "scheduled").await.is_empty().then_some(())
+    })
+    .await;
+    support::eventually("the RunConfiguration to be Synchronized", TIMEOUT, || async {
+        let rc = rcs.get("scheduled").await.ok()?;
+        (condition(&rc, "Synchronized")?.reason == "Succeeded").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs_of(&client, &ns, "scheduled").await.len(), 0, "the dependency never succeeded");
+    assert_eq!(runs_of(&client, &ns, "follows-late-pipeline").await.len(), 1);
+    operator.stop().await;
 }

@@ -128,6 +128,7 @@ pub async fn fan_out(
         }
     }
     let count = created.len();
+    ctx.metrics.triggered(TriggerKind::RunConfiguration.as_str(), "completion", count as u64);
     tracing::info!(
         dependency = %qualified_name(dependency),
         run = %latest.provider_id,

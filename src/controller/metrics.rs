@@ -1,5 +1,5 @@
-//! Reconcile metrics, registered in the operator's registry: reconciliations by kind and
-//! result, and failures by kind and error category.
+//! Controller metrics, registered in the operator's registry: reconciliations by kind and
+//! result, failures by kind and error category, and Runs started by triggers.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,11 +18,20 @@ pub struct FailureLabels {
     pub category: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// `onChangePipeline`, `onChangeRunSpec` or `runConfiguration`.
+    pub trigger: String,
+    /// `completion` (the fan-out on a completion) or `reconcile`.
+    pub path: String,
+}
+
 /// The controllers' counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub reconciliations: Family<ReconcileLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
+    pub triggered_runs: Family<TriggerLabels, Counter>,
 }
 
 impl Metrics {
@@ -39,7 +48,18 @@ impl Metrics {
             "Failed reconciliations by kind and error category",
             metrics.failures.clone(),
         );
+        registry.register(
+            "triggered_runs",
+            "Runs created by RunConfiguration triggers, by trigger and by the path that created them",
+            metrics.triggered_runs.clone(),
+        );
         metrics
+    }
+
+    pub fn triggered(&self, trigger: &str, path: &str, runs: u64) {
+        self.triggered_runs
+            .get_or_create(&TriggerLabels { trigger: trigger.into(), path: path.into() })
+            .inc_by(runs);
     }
 
     pub fn reconciled(&self, kind: &str, ok: bool) {
@@ -64,6 +84,7 @@ mod tests {
         let metrics = Metrics::register(&mut registry);
         metrics.reconciled("pipeline", true);
         metrics.failed("run", "ProviderTimeout");
+        metrics.triggered("runConfiguration", "completion", 1);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
@@ -73,6 +94,12 @@ mod tests {
         assert!(
             text.contains(
                 r#"kfp_operator_reconcile_failures_total{kind="run",category="ProviderTimeout"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kfp_operator_triggered_runs_total{trigger="runConfiguration",path="completion"} 1"#
             ),
             "{text}"
         );

@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use sha1::{Digest, Sha1};
 
 use super::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
 use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
@@ -122,7 +123,15 @@ fn desired_schedules(
                 artifacts: rc.spec.run.artifacts.clone(),
                 schedule: schedule.clone(),
             };
-            let version = hash::run_schedule_version(&spec);
+            // The reference's version leaves the provider out; it is part of the name so that a
+            // provider change replaces the schedule (deleted through the provider that made it).
+            let digest: [u8; 20] = Sha1::new()
+                .chain_update(hash::run_schedule_version(&spec))
+                .chain_update([0])
+                .chain_update(spec.provider.to_string())
+                .finalize()
+                .into();
+            let version = hash::short_version(&digest);
             let mut prefix: String = rc_name.chars().take(50).collect();
             prefix = prefix.trim_end_matches('-').to_owned();
             let name = format!("{prefix}-{version}");
@@ -286,7 +295,10 @@ pub(crate) fn evaluate(
     };
     let unresolved = match (&resolution, denial) {
         (_, Some(message)) => Some(("DependencyDenied", message)),
-        (Err(message), None) => Some(("UnresolvedParameters", message.clone())),
+        (Err(message), None) => Some((
+            "UnresolvedParameters",
+            missing_dependency(rc, &namespace, observed).unwrap_or_else(|| message.clone()),
+        )),
         (Ok(_), None) => None,
     };
     let resolved_condition = match &unresolved {
@@ -308,6 +320,30 @@ pub(crate) fn evaluate(
     );
     status.triggers = decision.new_status;
     Evaluation { status, fire: decision.fire, values, invalid_spec, unresolved }
+}
+
+/// Why the first required `valueFrom` parameter cannot resolve, when its RunConfiguration does
+/// not exist or has not succeeded yet (a missing artifact is explained by the resolution).
+fn missing_dependency(rc: &RunConfiguration, namespace: &str, observed: &Observed) -> Option<String> {
+    rc.spec.run.parameters.iter().find_map(|parameter| {
+        let reference = parameter.value_from.as_ref().map(|v| &v.run_configuration_ref)?;
+        if reference.optional {
+            return None;
+        }
+        let dependency = reference.name.qualified(namespace);
+        match observed.dependencies.get(&dependency).cloned().flatten() {
+            None => {
+                Some(format!("parameter '{}': RunConfiguration {dependency} does not exist", parameter.name))
+            }
+            Some(found) if found.status.as_ref().and_then(|s| s.latest_runs.succeeded.as_ref()).is_none() => {
+                Some(format!(
+                    "parameter '{}': RunConfiguration {dependency} has no successful run yet",
+                    parameter.name
+                ))
+            }
+            Some(_) => None,
+        }
+    })
 }
 
 /// Fetches what [`evaluate`] looks at: the dependencies from the shared index (the API for
@@ -363,6 +399,7 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
             continue;
         }
         if create_triggered_run(ctx, &run).await? {
+            ctx.metrics.triggered(trigger.kind.as_str(), "reconcile", 1);
             let note = format!("created Run {} ({})", run.name_any(), trigger.kind.as_str());
             let (ctx, rc) = (ctx.clone(), rc.clone());
             tokio::spawn(async move { ctx.event(&rc, false, "RunCreated", note).await });
