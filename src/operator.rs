@@ -15,6 +15,7 @@ use crate::server::{self, AdminState};
 use crate::{completion, controller, crds, events};
 
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.operator_config()?;
@@ -86,9 +87,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(stub_runs);
     let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
+    let index = ctx.index.clone();
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));
-    admin.set_ready(true);
-    tracing::info!("kfp-operator ready");
+    // Ready (and so sent completions) once the trigger engine knows every RunConfiguration.
+    tokio::spawn(async move {
+        while !index.wait_until_complete(READY_WAIT).await {
+            tracing::warn!("still listing RunConfigurations; not ready yet");
+        }
+        admin.set_ready(true);
+        tracing::info!("kfp-operator ready");
+    });
 
     controllers.await.context("controllers task")?;
     completions.await.context("completions task")?;
