@@ -25,7 +25,8 @@
 //!   deleted through the provider that created them): the schedules test.
 //! - Also deliberately different: adding a dependency trigger fires nothing (the reference
 //!   starts a Run), the first dependant Run carries its trigger labels, a cycle is reported
-//!   instead of looping, and an older completion arriving late changes nothing.
+//!   instead of looping, an older completion arriving late changes nothing, and cross-namespace
+//!   dependencies can be refused or granted (`cross_namespace_dependencies_need_a_grant`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -645,5 +646,66 @@ async fn schedules_are_owned_replaced_and_removed() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(runs_of(&client, &ns, "scheduled").await.len(), 0, "the dependency never succeeded");
     assert_eq!(runs_of(&client, &ns, "follows-late-pipeline").await.len(), 1);
+    operator.stop().await;
+}
+
+/// The `grant` cross-namespace policy: a dependency in another namespace is refused (with the
+/// annotation to add in the condition) and fires nothing, until the depended-on
+/// RunConfiguration grants the dependant's namespace; then its next success fires once.
+#[tokio::test]
+async fn cross_namespace_dependencies_need_a_grant() {
+    use kfp_operator::triggers::{ALLOW_DEPENDANTS_FROM, CrossNamespacePolicy};
+    let client = support::client().await;
+    let base = support::namespace(&client, "grant-base").await;
+    let dependant_ns = support::namespace(&client, "grant-dependant").await;
+    let namespaces = vec![base.clone(), dependant_ns.clone()];
+    let operator = Operator::start(&client, &base, |config| {
+        config.namespaces = namespaces;
+        config.cross_namespace_policy = CrossNamespacePolicy::Grant;
+    });
+    let provider = NamespacedName::new(&base, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &base).create(&post, &stub_provider()).await.unwrap();
+    let base_rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &base);
+    base_rcs
+        .create(&post, &run_configuration("shared", &provider, vec![], Triggers::default()))
+        .await
+        .unwrap();
+    let dependant_rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &dependant_ns);
+    let triggers =
+        Triggers { run_configurations: vec![NamespacedName::new(&base, "shared")], ..Triggers::default() };
+    dependant_rcs.create(&post, &run_configuration("consumer", &provider, vec![], triggers)).await.unwrap();
+
+    let refused = support::eventually("the reference to be refused", TIMEOUT, || async {
+        let rc = dependant_rcs.get("consumer").await.ok()?;
+        condition(&rc, "DependenciesResolved").filter(|c| c.reason == "DependencyDenied").cloned()
+    })
+    .await;
+    assert_eq!(refused.status, "False");
+    assert!(refused.message.contains(ALLOW_DEPENDANTS_FROM), "{}", refused.message);
+    let ingest = operator.ingest();
+    ingest.accept(completion(&base, "shared", "succeeded", "run-1", "2024-05-01T10:00:00Z")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        runs_of(&client, &dependant_ns, "consumer").await.is_empty(),
+        "a refused dependency fires nothing"
+    );
+
+    let grant = json!({"metadata": {"annotations": {ALLOW_DEPENDANTS_FROM: dependant_ns}}});
+    base_rcs
+        .patch("shared", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(grant))
+        .await
+        .unwrap();
+    support::eventually("the granted reference to resolve", TIMEOUT, || async {
+        let rc = dependant_rcs.get("consumer").await.ok()?;
+        (condition(&rc, "DependenciesResolved")?.status == "True").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(runs_of(&client, &dependant_ns, "consumer").await.is_empty(), "granting does not replay run-1");
+    ingest.accept(completion(&base, "shared", "succeeded", "run-2", "2024-05-01T11:00:00Z")).await.unwrap();
+    let runs = runs_of(&client, &dependant_ns, "consumer").await;
+    assert_eq!(runs.len(), 1, "the fan-out created the Run before the completion was acknowledged");
+    assert_eq!(runs[0].labels()["pipelines.kubeflow.org/trigger-source-namespace"], base);
     operator.stop().await;
 }

@@ -21,7 +21,7 @@ use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition}
 use super::{Context, Error};
 use crate::api::{
     NamedValue, NamespacedName, Parameter, Pipeline, PipelineIdentifier, Run, RunConfiguration,
-    RunConfigurationStatus, RunSchedule, RunScheduleSpec, RunSpec, hash,
+    RunConfigurationStatus, RunReference, RunSchedule, RunScheduleSpec, RunSpec, hash,
 };
 use crate::provider::definitions::labels;
 use crate::triggers::{
@@ -277,7 +277,7 @@ pub(crate) fn evaluate(
             if denied.contains(reference) {
                 return None;
             }
-            observed.dependencies.get(reference).cloned().flatten()?.status.clone()?.latest_runs.succeeded
+            latest_succeeded(observed, reference)
         },
     );
     let resolution = resolve_parameters(&rc.spec.run.parameters, &status.dependencies.run_configurations);
@@ -313,13 +313,29 @@ pub(crate) fn evaluate(
     };
     set_condition(&mut status.conditions, resolved_condition);
 
-    let decision = decide(
-        &DecisionInput::new(&name, &rc.spec, &status, generation.unwrap_or_default())
-            .held(hold)
-            .suppressing(suppressed),
-    );
+    // A refused reference shows nothing of its dependency in `status.dependencies`, but its
+    // trigger entry still records the dependency's latest run (without firing), so that a grant
+    // given later does not replay a success from before it.
+    let mut seen_by_triggers = status.dependencies.run_configurations.clone();
+    for reference in &rc.spec.triggers.run_configurations {
+        let dependency = reference.qualified(&namespace);
+        if denied.contains(&dependency)
+            && let Some(latest) = latest_succeeded(observed, &dependency)
+        {
+            seen_by_triggers.insert(reference.to_string(), RunReference { artifacts: vec![], ..latest });
+        }
+    }
+    let mut input = DecisionInput::new(&name, &rc.spec, &status, generation.unwrap_or_default())
+        .held(hold)
+        .suppressing(suppressed);
+    input.dependencies = &seen_by_triggers;
+    let decision = decide(&input);
     status.triggers = decision.new_status;
     Evaluation { status, fire: decision.fire, values, invalid_spec, unresolved }
+}
+
+fn latest_succeeded(observed: &Observed, dependency: &NamespacedName) -> Option<RunReference> {
+    observed.dependencies.get(dependency)?.as_ref()?.status.as_ref()?.latest_runs.succeeded.clone()
 }
 
 /// Why the first required `valueFrom` parameter cannot resolve, when its RunConfiguration does
@@ -560,4 +576,126 @@ pub async fn record_latest_succeeded(
         &format!("RunConfiguration {rc} kept changing while recording its latest run"),
         "Conflict",
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{RunConfigurationRef, RunConfigurationSpec, TriggeredRunReference, Triggers};
+    use crate::triggers::ALLOW_DEPENDANTS_FROM;
+
+    fn rc(namespace: &str, name: &str, spec: RunConfigurationSpec) -> RunConfiguration {
+        let mut rc = RunConfiguration::new(name, spec);
+        rc.metadata.namespace = Some(namespace.into());
+        rc.metadata.generation = Some(1);
+        rc
+    }
+
+    fn triggered_by(dependency: &str) -> RunConfigurationSpec {
+        RunConfigurationSpec {
+            run: RunSpec { pipeline: PipelineIdentifier::new("p", "v1"), ..RunSpec::default() },
+            triggers: Triggers {
+                run_configurations: vec![dependency.parse().unwrap()],
+                ..Triggers::default()
+            },
+        }
+    }
+
+    fn succeeded(mut rc: RunConfiguration, run: &str) -> Arc<RunConfiguration> {
+        rc.status.get_or_insert_with(Default::default).latest_runs.succeeded =
+            Some(RunReference { provider_id: run.into(), ..RunReference::default() });
+        Arc::new(rc)
+    }
+
+    fn observed(dependency: &str, found: Option<Arc<RunConfiguration>>) -> Observed {
+        Observed {
+            pipeline_version: "v1".into(),
+            dependencies: BTreeMap::from([(dependency.parse().unwrap(), found)]),
+        }
+    }
+
+    fn evaluate_with(
+        dependant: &RunConfiguration,
+        observed: &Observed,
+        policy: CrossNamespacePolicy,
+    ) -> Evaluation {
+        evaluate(dependant, observed, policy, &DependencyGraph::default())
+    }
+
+    #[test]
+    fn a_refused_dependency_records_its_runs_so_a_later_grant_replays_nothing() {
+        let mut dependant = rc("b", "consumer", triggered_by("a/shared"));
+        dependant.status = Some(RunConfigurationStatus {
+            triggers: crate::api::TriggersStatus {
+                run_configurations: BTreeMap::from([("a/shared".into(), TriggeredRunReference::default())]),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let shared = rc("a", "shared", RunConfigurationSpec::default());
+
+        let refused = evaluate_with(
+            &dependant,
+            &observed("a/shared", Some(succeeded(shared.clone(), "run-1"))),
+            CrossNamespacePolicy::Grant,
+        );
+        assert!(refused.fire.is_empty());
+        assert_eq!(refused.unresolved.as_ref().map(|(reason, _)| *reason), Some("DependencyDenied"));
+        assert_eq!(
+            refused.status.dependencies.run_configurations["a/shared"],
+            RunReference::default(),
+            "nothing of it is shown"
+        );
+        assert_eq!(refused.status.triggers.run_configurations["a/shared"].provider_id, "run-1");
+
+        dependant.status = Some(refused.status);
+        let mut granted = shared;
+        granted.metadata.annotations = Some(BTreeMap::from([(ALLOW_DEPENDANTS_FROM.into(), "b".into())]));
+        let same_run = evaluate_with(
+            &dependant,
+            &observed("a/shared", Some(succeeded(granted.clone(), "run-1"))),
+            CrossNamespacePolicy::Grant,
+        );
+        assert!(same_run.fire.is_empty(), "the grant replays nothing");
+        assert!(same_run.unresolved.is_none());
+        let next_run = evaluate_with(
+            &dependant,
+            &observed("a/shared", Some(succeeded(granted, "run-2"))),
+            CrossNamespacePolicy::Grant,
+        );
+        assert_eq!(next_run.fire.len(), 1);
+    }
+
+    #[test]
+    fn unresolved_parameters_name_the_missing_or_unfinished_dependency() {
+        let mut spec = triggered_by("train");
+        spec.run.parameters = vec![Parameter::from_run_configuration(
+            "model",
+            RunConfigurationRef::new("train".parse().unwrap(), "model"),
+        )];
+        let dependant = rc("ml", "serve", spec);
+        let message = |found| {
+            let evaluation =
+                evaluate_with(&dependant, &observed("ml/train", found), CrossNamespacePolicy::Allow);
+            evaluation.unresolved.map(|(reason, message)| format!("{reason}: {message}"))
+        };
+        assert_eq!(
+            message(None).as_deref(),
+            Some("UnresolvedParameters: parameter 'model': RunConfiguration ml/train does not exist")
+        );
+        let train = rc("ml", "train", RunConfigurationSpec::default());
+        assert_eq!(
+            message(Some(Arc::new(train.clone()))).as_deref(),
+            Some(
+                "UnresolvedParameters: parameter 'model': RunConfiguration ml/train has no successful run yet"
+            )
+        );
+        assert_eq!(
+            message(Some(succeeded(train, "run-1"))).as_deref(),
+            Some(
+                "UnresolvedParameters: parameter 'model': artifact 'model' not found in the latest successful run \
+                 of dependency 'train'"
+            )
+        );
+    }
 }
