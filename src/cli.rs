@@ -1,4 +1,5 @@
-//! The command line: `run` starts the operator, `crd` prints or writes the CRDs.
+//! The command line: `run` starts the operator, `crd` prints or writes the CRDs, `manifests`
+//! prints the in-cluster installation, and the `events`, `graph` and `bench` tools.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,26 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Print the in-cluster installation (ServiceAccount, ClusterRole and binding, configuration,
+    /// Deployment, Service) as YAML; the CRDs come from `crd`.
+    Manifests {
+        /// The namespace to run in.
+        #[arg(long, default_value = "kfp-operator")]
+        namespace: String,
+        /// The operator image.
+        #[arg(long)]
+        image: Option<String>,
+        /// The operator configuration file to put in the ConfigMap.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Leave out the Namespace object.
+        #[arg(long)]
+        without_namespace: bool,
+        /// Instead of printing, write `deploy/kubernetes/` and the Helm chart under this
+        /// repository root.
+        #[arg(long)]
+        write_files: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind into a directory.
     Crd {
@@ -87,6 +108,9 @@ pub struct RunArgs {
     /// Delete completed Runs this long after completion (e.g. `10m`).
     #[arg(long, value_parser = crate::config::parse_duration)]
     pub run_completion_ttl: Option<std::time::Duration>,
+    /// Address of the run-completion ingest (`POST /events`); overrides `events.listenAddr`.
+    #[arg(long, env = "KFP_EVENTS_ADDR")]
+    pub events_addr: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -104,6 +128,9 @@ impl RunArgs {
         }
         if self.run_completion_ttl.is_some() {
             config.run_completion_ttl = self.run_completion_ttl;
+        }
+        if let Some(addr) = self.events_addr {
+            config.events.listen_addr = addr;
         }
         config.validate()?;
         Ok(config)
@@ -141,6 +168,30 @@ impl Args {
                 Ok(())
             }
             Command::Crd { output_dir: Some(dir) } => write_crds(&dir),
+            Command::Manifests { write_files: Some(root), .. } => {
+                for (path, content) in crate::deploy::generated_files()? {
+                    let path = root.join(path);
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                    std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+                }
+                Ok(())
+            }
+            Command::Manifests { namespace, image, config, without_namespace, write_files: None } => {
+                let mut installation = crate::deploy::Installation { namespace, ..Default::default() };
+                if let Some(image) = image {
+                    installation.image = image;
+                }
+                if let Some(path) = config {
+                    crate::config::OperatorConfig::from_file(&path)?;
+                    installation.config = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                }
+                print!("{}", installation.to_yaml(!without_namespace)?);
+                Ok(())
+            }
         }
     }
 }

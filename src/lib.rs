@@ -8,6 +8,7 @@ pub mod completion;
 pub mod config;
 pub mod controller;
 pub mod crds;
+pub mod deploy;
 pub mod events;
 pub mod operator;
 pub mod provider;

@@ -93,14 +93,36 @@ pub struct OperatorProcess {
 
 impl OperatorProcess {
     pub fn start(config: &std::path::Path) -> Self {
-        let admin_port = super::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kfp-operator"))
+        Self::spawn(config, &super::control_plane().kubeconfig, super::free_port(), None)
+    }
+
+    /// With its own kubeconfig and admin port, its output written to `log`.
+    pub fn start_with(
+        config: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        admin_port: u16,
+        log: &std::path::Path,
+    ) -> Self {
+        Self::spawn(config, kubeconfig, admin_port, Some(log))
+    }
+
+    fn spawn(
+        config: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        admin_port: u16,
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kfp-operator"));
+        command
             .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}"), "--config"])
             .arg(config)
-            .env("KUBECONFIG", &super::control_plane().kubeconfig)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("the operator binary starts");
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(std::process::Stdio::null());
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("creating the operator log");
+            command.stdout(file.try_clone().expect("sharing the operator log")).stderr(file);
+        }
+        let child = command.spawn().expect("the operator binary starts");
         Self { child, config: config.to_owned(), admin_port }
     }
 

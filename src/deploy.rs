@@ -1,0 +1,406 @@
+//! The in-cluster installation, built from typed objects: the operator's ServiceAccount, the
+//! ClusterRole with exactly the permissions it uses and its binding, the configuration, the
+//! Deployment and the Service of the run-completion ingest. `kfp-operator manifests` prints them;
+//! `deploy/kubernetes/` and the Helm chart's templates are generated from here and checked for
+//! drift. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+
+/// The port of `/livez`, `/readyz` and `/metrics` in the pod.
+pub const ADMIN_PORT: i32 = 8081;
+/// The port of `POST /events` in the pod.
+pub const EVENTS_PORT: i32 = 8082;
+const CONFIG_DIR: &str = "/etc/kfp-operator";
+/// The configuration of a plain installation: every setting at its default.
+pub const DEFAULT_CONFIG: &str =
+    "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n";
+
+/// What varies between installations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// The namespace the operator runs in.
+    pub namespace: String,
+    /// The name of every object (cluster-scoped ones included).
+    pub name: String,
+    /// The operator image.
+    pub image: String,
+    pub image_pull_policy: String,
+    /// The operator configuration file (YAML), without the listen addresses, which are fixed.
+    pub config: String,
+}
+
+impl Default for Installation {
+    fn default() -> Self {
+        Self {
+            namespace: "kfp-operator".into(),
+            name: "kfp-operator".into(),
+            image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
+            image_pull_policy: "IfNotPresent".into(),
+            config: DEFAULT_CONFIG.into(),
+        }
+    }
+}
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+/// Every permission the operator uses, and no other.
+pub fn policy_rules() -> Vec<PolicyRule> {
+    let kinds = ["experiments", "pipelines", "providers", "runconfigurations", "runs", "runschedules"];
+    let status: Vec<String> = kinds.iter().map(|k| format!("{k}/status")).collect();
+    let finalizers: Vec<String> = kinds.iter().map(|k| format!("{k}/finalizers")).collect();
+    let all = ["get", "list", "watch", "create", "update", "patch", "delete"];
+    vec![
+        rule(crate::api::GROUP, &kinds, &all),
+        rule(
+            crate::api::GROUP,
+            &status.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["get", "update", "patch"],
+        ),
+        rule(crate::api::GROUP, &finalizers.iter().map(String::as_str).collect::<Vec<_>>(), &["update"]),
+        rule("apps", &["deployments"], &all),
+        rule("", &["services"], &all),
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
+        rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"]),
+    ]
+}
+
+impl Installation {
+    fn metadata(&self, namespaced: bool) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.clone()),
+            namespace: namespaced.then(|| self.namespace.clone()),
+            labels: Some(self.labels()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "kfp-operator".to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), self.name.clone()),
+        ])
+    }
+
+    pub fn namespace(&self) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta { name: Some(self.namespace.clone()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        }
+    }
+
+    pub fn service_account(&self) -> ServiceAccount {
+        ServiceAccount { metadata: self.metadata(true), ..ServiceAccount::default() }
+    }
+
+    pub fn cluster_role(&self) -> ClusterRole {
+        ClusterRole { metadata: self.metadata(false), rules: Some(policy_rules()), ..ClusterRole::default() }
+    }
+
+    pub fn cluster_role_binding(&self) -> ClusterRoleBinding {
+        ClusterRoleBinding {
+            metadata: self.metadata(false),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: self.name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: self.name.clone(),
+                namespace: Some(self.namespace.clone()),
+                ..Subject::default()
+            }]),
+        }
+    }
+
+    pub fn config_map(&self) -> ConfigMap {
+        ConfigMap {
+            metadata: self.metadata(true),
+            data: Some(BTreeMap::from([("operator.yaml".to_owned(), self.config.clone())])),
+            ..ConfigMap::default()
+        }
+    }
+
+    pub fn deployment(&self) -> Deployment {
+        let probe = |path: &str| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.to_owned()),
+                port: IntOrString::String("admin".into()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        };
+        let port = |name: &str, port: i32| ContainerPort {
+            name: Some(name.to_owned()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        };
+        let field = |path: &str| EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        };
+        let container = Container {
+            name: "operator".into(),
+            image: Some(self.image.clone()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
+            args: Some(vec![
+                "run".into(),
+                "--log-json".into(),
+                "--admin-addr".into(),
+                format!("0.0.0.0:{ADMIN_PORT}"),
+                "--events-addr".into(),
+                format!("0.0.0.0:{EVENTS_PORT}"),
+                "--config".into(),
+                format!("{CONFIG_DIR}/operator.yaml"),
+            ]),
+            env: Some(vec![
+                EnvVar {
+                    name: "POD_NAME".into(),
+                    value_from: Some(field("metadata.name")),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "POD_NAMESPACE".into(),
+                    value_from: Some(field("metadata.namespace")),
+                    ..EnvVar::default()
+                },
+            ]),
+            ports: Some(vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)]),
+            liveness_probe: Some(probe("/livez")),
+            readiness_probe: Some(probe("/readyz")),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity("100m".into())),
+                    ("memory".to_owned(), Quantity("64Mi".into())),
+                ])),
+                limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("512Mi".into()))])),
+                ..ResourceRequirements::default()
+            }),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Capabilities::default()
+                }),
+                ..SecurityContext::default()
+            }),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        };
+        let labels = self.labels();
+        Deployment {
+            metadata: self.metadata(true),
+            spec: Some(DeploymentSpec {
+                replicas: Some(1),
+                // One operator at a time: the old one stops before the new one starts.
+                strategy: Some(DeploymentStrategy {
+                    type_: Some("Recreate".into()),
+                    ..DeploymentStrategy::default()
+                }),
+                selector: LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(self.name.clone()),
+                        security_context: Some(PodSecurityContext {
+                            run_as_non_root: Some(true),
+                            run_as_user: Some(65_532),
+                            seccomp_profile: Some(SeccompProfile {
+                                type_: "RuntimeDefault".into(),
+                                ..SeccompProfile::default()
+                            }),
+                            ..PodSecurityContext::default()
+                        }),
+                        containers: vec![container],
+                        volumes: Some(vec![Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: self.name.clone(),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        }]),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The Service of `POST /events` (port `events`) and `/metrics` (port `admin`).
+    pub fn service(&self) -> Service {
+        let port = |name: &str, port: i32| ServicePort {
+            name: Some(name.to_owned()),
+            port,
+            target_port: Some(IntOrString::String(name.to_owned())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        };
+        Service {
+            metadata: self.metadata(true),
+            spec: Some(ServiceSpec {
+                selector: Some(self.labels()),
+                ports: Some(vec![port("events", EVENTS_PORT), port("admin", ADMIN_PORT)]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// Every object, in apply order, as JSON values (the Namespace first when `with_namespace`).
+    pub fn objects(&self, with_namespace: bool) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        let mut objects = Vec::new();
+        if with_namespace {
+            objects.push(serde_json::to_value(self.namespace())?);
+        }
+        objects.extend([
+            serde_json::to_value(self.service_account())?,
+            serde_json::to_value(self.cluster_role())?,
+            serde_json::to_value(self.cluster_role_binding())?,
+            serde_json::to_value(self.config_map())?,
+            serde_json::to_value(self.deployment())?,
+            serde_json::to_value(self.service())?,
+        ]);
+        Ok(objects)
+    }
+
+    /// [`Self::objects`] as one multi-document YAML stream.
+    pub fn to_yaml(&self, with_namespace: bool) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for object in self.objects(with_namespace)? {
+            out.push_str("---\n");
+            out.push_str(&serde_saphyr::to_string(&object)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The Helm chart's placeholders: each stands for a template expression in the generated
+/// templates (sentinel, expression).
+pub const CHART_PLACEHOLDERS: [(&str, &str); 5] = [
+    ("__KFP_NAMESPACE__", "{{ .Release.Namespace }}"),
+    ("__KFP_RELEASE__", "{{ .Release.Name }}"),
+    (
+        "__KFP_IMAGE__",
+        "\"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}\"",
+    ),
+    ("__KFP_PULL_POLICY__", "{{ .Values.image.pullPolicy }}"),
+    ("__KFP_CONFIG__", "{{ toYaml .Values.config | toJson }}"),
+];
+
+/// The chart's `values.yaml`: the image and the operator configuration.
+pub const CHART_VALUES: &str = "# The operator image; the tag defaults to the chart's appVersion.\nimage:\n  repository: \
+         ghcr.io/kfp-operator/kfp-operator\n  tag: \"\"\n  pullPolicy: IfNotPresent\n\n# The operator \
+         configuration (see the README's Configuration section); every setting is optional.\n# The listen \
+         addresses are set by the chart.\nconfig:\n  namespaces: []\n";
+
+/// The files generated from this module and the CRDs, by path relative to the repository:
+/// `deploy/kubernetes/` and the Helm chart `charts/kfp-operator/`.
+pub fn generated_files() -> anyhow::Result<Vec<(String, String)>> {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut files = vec![(
+        "deploy/kubernetes/kfp-operator.yaml".to_owned(),
+        format!(
+            "# Generated by `kfp-operator manifests --write-files .`; apply after the CRDs in crds/.\n{}",
+            Installation::default().to_yaml(true)?
+        ),
+    )];
+    let sentinels = Installation {
+        namespace: CHART_PLACEHOLDERS[0].0.into(),
+        name: CHART_PLACEHOLDERS[1].0.into(),
+        image: CHART_PLACEHOLDERS[2].0.into(),
+        image_pull_policy: CHART_PLACEHOLDERS[3].0.into(),
+        config: CHART_PLACEHOLDERS[4].0.into(),
+    };
+    let mut templates = sentinels.to_yaml(false)?;
+    for (sentinel, expression) in CHART_PLACEHOLDERS {
+        templates = templates.replace(sentinel, expression);
+    }
+    files.push((
+        "charts/kfp-operator/Chart.yaml".into(),
+        format!(
+            "apiVersion: v2\nname: kfp-operator\ndescription: Kubernetes operator for ML pipelines \
+             (pipelines.kubeflow.org) with event-driven run completion\ntype: application\nversion: \
+             {version}\nappVersion: \"{version}\"\n"
+        ),
+    ));
+    files.push(("charts/kfp-operator/values.yaml".into(), CHART_VALUES.into()));
+    files.push((
+        "charts/kfp-operator/templates/kfp-operator.yaml".into(),
+        format!("# Generated by `kfp-operator manifests --write-files .`.\n{templates}"),
+    ));
+    for crd in crate::api::crd::all() {
+        files.push((
+            format!("charts/kfp-operator/crds/{}", crate::api::crd::file_name(&crd)),
+            crate::api::crd::to_yaml(&crd)?,
+        ));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_covers_every_kind_with_its_status_and_finalizers() {
+        let rules = policy_rules();
+        let resources: Vec<&String> = rules.iter().flat_map(|r| r.resources.iter().flatten()).collect();
+        for kind in ["runs", "runs/status", "runconfigurations/finalizers", "deployments", "events"] {
+            assert!(resources.iter().any(|r| *r == kind), "{kind}");
+        }
+        assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")), "no wildcards");
+    }
+
+    #[test]
+    fn the_objects_refer_to_each_other() {
+        let installation =
+            Installation { namespace: "ops".into(), name: "kfp".into(), ..Installation::default() };
+        let binding = installation.cluster_role_binding();
+        assert_eq!(binding.role_ref.name, "kfp");
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("kfp", Some("ops")));
+        let pod = installation.deployment().spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("kfp"));
+        assert_eq!(pod.volumes.unwrap()[0].config_map.as_ref().unwrap().name, "kfp");
+        let service = installation.service().spec.unwrap();
+        assert_eq!(service.selector, Some(installation.labels()));
+    }
+}

@@ -1,0 +1,204 @@
+//! The in-cluster installation: the generated files are current, the manifests apply to a real
+//! apiserver, the Helm chart's templates render to the same objects, and the operator binary,
+//! acting as the installation's ServiceAccount (so with only the generated ClusterRole), runs
+//! the whole chain without a forbidden request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use kfp_operator::api::{
+    NamespacedName, OnChangeType, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec, Run,
+    RunConfiguration, RunConfigurationSpec, RunSpec, Triggers,
+};
+use kfp_operator::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+
+mod support;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn generated_files_are_current() {
+    for (path, content) in generated_files().unwrap() {
+        let on_disk = std::fs::read_to_string(support::repo_root().join(&path)).unwrap_or_default();
+        assert!(
+            on_disk == content,
+            "{path} is out of date: run `cargo run -- manifests --write-files .` and commit the result"
+        );
+    }
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .map(|document| document.trim_start_matches("---\n"))
+        .filter(|document| document.lines().any(|line| !line.starts_with('#') && !line.trim().is_empty()))
+        .map(|document| serde_saphyr::from_str(document).unwrap())
+        .collect()
+}
+
+/// The chart's templates with the values a `helm install <release> -n <namespace>` with the
+/// default values gives, substituted for the template expressions.
+fn render_chart(release: &str, namespace: &str) -> Vec<Value> {
+    let root = support::repo_root().join("charts/kfp-operator");
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("Chart.yaml")).unwrap()).unwrap();
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("values.yaml")).unwrap()).unwrap();
+    let mut text = std::fs::read_to_string(root.join("templates/kfp-operator.yaml")).unwrap();
+    let tag =
+        values["image"]["tag"].as_str().filter(|t| !t.is_empty()).or(chart["appVersion"].as_str()).unwrap();
+    let config = serde_saphyr::to_string(&values["config"]).unwrap();
+    for (_, expression) in CHART_PLACEHOLDERS {
+        let rendered = match expression {
+            "{{ .Release.Namespace }}" => namespace.to_owned(),
+            "{{ .Release.Name }}" => release.to_owned(),
+            "{{ .Values.image.pullPolicy }}" => values["image"]["pullPolicy"].as_str().unwrap().to_owned(),
+            "{{ toYaml .Values.config | toJson }}" => serde_json::to_string(&config).unwrap(),
+            image if image.contains(".Values.image.repository") => {
+                format!("\"{}:{tag}\"", values["image"]["repository"].as_str().unwrap())
+            }
+            other => panic!("the chart uses an expression this test cannot render: {other}"),
+        };
+        text = text.replace(expression, &rendered);
+    }
+    assert!(!text.contains("{{"), "every template expression is rendered");
+    documents(&text)
+}
+
+#[test]
+fn the_chart_renders_to_the_plain_installation() {
+    let rendered = render_chart("kfp", "ml-ops");
+    let expected = Installation {
+        namespace: "ml-ops".into(),
+        name: "kfp".into(),
+        image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
+        config: "namespaces: []\n".into(),
+        ..Installation::default()
+    };
+    assert_eq!(rendered, expected.objects(false).unwrap());
+    let crds = std::fs::read_dir(support::repo_root().join("charts/kfp-operator/crds")).unwrap().count();
+    assert_eq!(crds, 6, "the chart installs the six CRDs");
+}
+
+/// A kubeconfig for the test apiserver that acts as `user` in `groups`.
+fn impersonating_kubeconfig(dir: &std::path::Path, user: &str, groups: &[String]) -> std::path::PathBuf {
+    let admin = std::fs::read_to_string(&support::control_plane().kubeconfig).unwrap();
+    let mut config: Value = serde_saphyr::from_str(&admin).unwrap();
+    for entry in config["users"].as_array_mut().unwrap() {
+        entry["user"]["as"] = json!(user);
+        entry["user"]["as-groups"] = json!(groups);
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+fn apply(objects: &[Value]) {
+    let stream: String =
+        objects.iter().map(|object| format!("---\n{}", serde_saphyr::to_string(object).unwrap())).collect();
+    let output = support::kubectl_with_input(&["apply", "-f", "-"], &stream);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn the_operator_needs_no_more_than_its_cluster_role() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "installation").await;
+    let name = format!("kfp-{ns}");
+    let installation = Installation { namespace: ns.clone(), name: name.clone(), ..Installation::default() };
+    apply(&installation.objects(false).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let groups = vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated".into(),
+    ];
+    let kubeconfig =
+        impersonating_kubeconfig(dir.path(), &format!("system:serviceaccount:{ns}:{name}"), &groups);
+    let acting = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(acting, &ns);
+    let refused = secrets.list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{refused}");
+
+    let config = dir.path().join("operator.yaml");
+    let events_port = support::free_port();
+    std::fs::write(&config, format!("namespaces: [{ns}]\nevents:\n  listenAddr: 127.0.0.1:{events_port}\n"))
+        .unwrap();
+    let log = dir.path().join("operator.log");
+    let admin_port = support::free_port();
+    let _operator = support::operator::OperatorProcess::start_with(&config, &kubeconfig, admin_port, &log);
+
+    let post = PostParams::default();
+    let stub = support::fixtures::stub_provider("stub");
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub).await.unwrap();
+    let workload = Provider::new(
+        "vai",
+        ProviderSpec {
+            service_image: "ghcr.io/example/vai-provider:1".into(),
+            service_account: "kfp-vai".into(),
+            pipeline_root_storage: "gs://root".into(),
+            ..ProviderSpec::default()
+        },
+    );
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &workload).await.unwrap();
+    let provider = NamespacedName::new(&ns, "stub");
+    let pipeline = Pipeline::new(
+        "penguin",
+        PipelineSpec {
+            provider: provider.clone(),
+            image: "quickstart:v1".into(),
+            env: vec![],
+            framework: PipelineFramework::new("tfx"),
+        },
+    );
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
+    let run_configuration = |name: &str, triggers: Triggers| {
+        RunConfiguration::new(
+            name,
+            RunConfigurationSpec {
+                run: RunSpec {
+                    provider: provider.clone(),
+                    pipeline: "penguin".parse().unwrap(),
+                    ..RunSpec::default()
+                },
+                triggers,
+            },
+        )
+    };
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    let on_spec = Triggers { on_change: vec![OnChangeType::RunSpec], ..Triggers::default() };
+    rcs.create(&post, &run_configuration("training", on_spec)).await.unwrap();
+    let after_training =
+        Triggers { run_configurations: vec!["training".parse().unwrap()], ..Triggers::default() };
+    rcs.create(&post, &run_configuration("evaluation", after_training)).await.unwrap();
+
+    // training fires on creation, its stub run completes, and the completion fans out.
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    support::eventually("evaluation's triggered run", TIMEOUT, || async {
+        let selector = "pipelines.kubeflow.org/runconfiguration.name=evaluation";
+        (!runs.list(&ListParams::default().labels(selector)).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &ns);
+    support::eventually("the provider service Deployment", TIMEOUT, || async {
+        deployments.get_opt("provider-vai").await.ok()?
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    support::eventually("the operator's Events", TIMEOUT, || async {
+        (!events.list(&ListParams::default()).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(!written.to_lowercase().contains("forbidden"), "the operator was refused something:\n{written}");
+}
