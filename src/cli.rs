@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// Delete completed Runs this long after completion (e.g. `10m`).
     #[arg(long, value_parser = crate::config::parse_duration)]
     pub run_completion_ttl: Option<std::time::Duration>,
+    /// Elect a leader among replicas on a Lease (`leaderElection.enabled`).
+    #[arg(long, env = "KFP_LEADER_ELECT")]
+    pub leader_elect: bool,
     /// Address of the run-completion ingest (`POST /events`); overrides `events.listenAddr`.
     #[arg(long, env = "KFP_EVENTS_ADDR")]
     pub events_addr: Option<SocketAddr>,
@@ -128,6 +131,9 @@ impl RunArgs {
         }
         if self.run_completion_ttl.is_some() {
             config.run_completion_ttl = self.run_completion_ttl;
+        }
+        if self.leader_elect {
+            config.leader_election.enabled = true;
         }
         if let Some(addr) = self.events_addr {
             config.events.listen_addr = addr;

@@ -51,6 +51,8 @@ pub struct OperatorConfig {
     /// `grant` (the depended-on one lists the dependant's namespace in its
     /// `pipelines.kubeflow.org/allow-dependants-from` annotation).
     pub cross_namespace_policy: crate::triggers::CrossNamespacePolicy,
+    /// Leader election among replicas on a Lease; off by default (one process).
+    pub leader_election: crate::leader::LeaderElectionConfig,
 }
 
 /// Run-completion eventing settings.
@@ -190,6 +192,7 @@ impl Default for OperatorConfig {
             provider_defaults: ProviderDefaults::default(),
             events: EventsConfig::default(),
             cross_namespace_policy: crate::triggers::CrossNamespacePolicy::default(),
+            leader_election: crate::leader::LeaderElectionConfig::default(),
         }
     }
 }
@@ -259,6 +262,7 @@ impl OperatorConfig {
         if let Some(namespace) = self.namespaces.iter().find(|n| !is_dns_label(n)) {
             return invalid(format!("namespace {namespace:?} is not a valid namespace name"));
         }
+        self.leader_election.validate().map_err(ConfigError::Invalid)?;
         self.events.validate()
     }
 }
@@ -344,7 +348,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
 }

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
     Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -67,7 +69,12 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Every permission the operator uses, and no other.
+/// The permissions of the leader election, in the operator's own namespace.
+pub fn leader_election_rules() -> Vec<PolicyRule> {
+    vec![rule("coordination.k8s.io", &["leases"], &["get", "create", "update"])]
+}
+
+/// Every cluster-wide permission the operator uses, and no other.
 pub fn policy_rules() -> Vec<PolicyRule> {
     let kinds = ["experiments", "pipelines", "providers", "runconfigurations", "runs", "runschedules"];
     let status: Vec<String> = kinds.iter().map(|k| format!("{k}/status")).collect();
@@ -128,12 +135,32 @@ impl Installation {
                 kind: "ClusterRole".into(),
                 name: self.name.clone(),
             },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
+            subjects: Some(vec![self.subject()]),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        Role { metadata: self.metadata(true), rules: Some(leader_election_rules()) }
+    }
+
+    pub fn role_binding(&self) -> RoleBinding {
+        RoleBinding {
+            metadata: self.metadata(true),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
                 name: self.name.clone(),
-                namespace: Some(self.namespace.clone()),
-                ..Subject::default()
-            }]),
+            },
+            subjects: Some(vec![self.subject()]),
+        }
+    }
+
+    fn subject(&self) -> Subject {
+        Subject {
+            kind: "ServiceAccount".into(),
+            name: self.name.clone(),
+            namespace: Some(self.namespace.clone()),
+            ..Subject::default()
         }
     }
 
@@ -175,6 +202,7 @@ impl Installation {
             args: Some(vec![
                 "run".into(),
                 "--log-json".into(),
+                "--leader-elect".into(),
                 "--admin-addr".into(),
                 format!("0.0.0.0:{ADMIN_PORT}"),
                 "--events-addr".into(),
@@ -227,7 +255,8 @@ impl Installation {
             metadata: self.metadata(true),
             spec: Some(DeploymentSpec {
                 replicas: Some(1),
-                // One operator at a time: the old one stops before the new one starts.
+                // One operator at a time: the old one stops (releasing the leader Lease) before
+                // the new one starts; the Lease guards against overlaps all the same.
                 strategy: Some(DeploymentStrategy {
                     type_: Some("Recreate".into()),
                     ..DeploymentStrategy::default()
@@ -294,6 +323,8 @@ impl Installation {
             serde_json::to_value(self.service_account())?,
             serde_json::to_value(self.cluster_role())?,
             serde_json::to_value(self.cluster_role_binding())?,
+            serde_json::to_value(self.role())?,
+            serde_json::to_value(self.role_binding())?,
             serde_json::to_value(self.config_map())?,
             serde_json::to_value(self.deployment())?,
             serde_json::to_value(self.service())?,

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crds;
 pub mod deploy;
 pub mod events;
+pub mod leader;
 pub mod operator;
 pub mod provider;
 pub mod server;

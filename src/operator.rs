@@ -1,5 +1,6 @@
-//! The `run` entry point: connects to the cluster, makes sure the CRDs are served, and runs
-//! the admin server until SIGINT or SIGTERM.
+//! The `run` entry point: connects to the cluster, makes sure the CRDs are served, wins the
+//! leader election when it is on, and runs the eventing, the controllers and the admin server
+//! until SIGINT or SIGTERM (or until leadership is lost, which ends the process with an error).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
 use crate::events::ingest::{Ingest, KubeResources};
+use crate::leader::LeaderElection;
 use crate::server::{self, AdminState};
 use crate::{completion, controller, crds, events};
 
@@ -32,7 +34,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin server to {admin_addr}"))?;
     tracing::info!(%admin_addr, "admin server listening");
-    let shutdown = controller::shutdown_signal(shutdown_signal());
+    let leadership_lost = Arc::new(tokio::sync::Notify::new());
+    let lost = leadership_lost.clone();
+    let shutdown = controller::shutdown_signal(async move {
+        tokio::select! {
+            () = shutdown_signal() => {},
+            () = lost.notified() => {},
+        }
+    });
     let admin_server = tokio::spawn(
         axum::serve(listener, server::router(admin.clone()))
             .with_graceful_shutdown(shutdown.clone())
@@ -45,6 +54,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         crds::wait_established(&client, CRD_TIMEOUT).await?;
     }
+    let election = config
+        .leader_election
+        .enabled
+        .then(|| Arc::new(LeaderElection::new(client.clone(), config.leader_election.clone(), identity())));
+    if let Some(election) = &election {
+        tracing::info!(identity = election.identity(), "campaigning for the leader Lease");
+        tokio::select! {
+            () = election.acquire() => {},
+            () = shutdown.clone() => {
+                admin_server.await.context("admin server task")?.context("admin server")?;
+                return Ok(());
+            }
+        }
+    }
+    let keeper = election.clone().map(|election| {
+        tokio::spawn(async move {
+            let error = election.keep().await;
+            tracing::error!(%error, "stopping: no longer the leader");
+            leadership_lost.notify_one();
+            error
+        })
+    });
+
     let events_config = &config.events;
     let sinks = events::sinks::build_sinks(events_config).await.context("connecting the event sinks")?;
     tracing::info!(sinks = ?sinks.all.iter().map(|s| s.name()).collect::<Vec<_>>(), "publishing run completions");
@@ -105,8 +137,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         consumer.await.context("completion consumer task")??;
     }
     admin_server.await.context("admin server task")?.context("admin server")?;
+    if let (Some(keeper), Some(election)) = (keeper, election) {
+        if keeper.is_finished() {
+            return Err(keeper.await.context("leader election task")?.into());
+        }
+        keeper.abort();
+        election.release().await;
+    }
     tracing::info!("kfp-operator stopped");
     Ok(())
+}
+
+/// This replica's name in the leader election: the pod (or host) name and the process id.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "kfp-operator".into());
+    format!("{host}_{}", std::process::id())
 }
 
 async fn shutdown_signal() {

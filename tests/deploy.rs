@@ -132,8 +132,14 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
 
     let config = dir.path().join("operator.yaml");
     let events_port = support::free_port();
-    std::fs::write(&config, format!("namespaces: [{ns}]\nevents:\n  listenAddr: 127.0.0.1:{events_port}\n"))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "namespaces: [{ns}]\nleaderElection: {{enabled: true, namespace: {ns}, leaseName: {name}}}\nevents:\n  \
+             listenAddr: 127.0.0.1:{events_port}\n"
+        ),
+    )
+    .unwrap();
     let log = dir.path().join("operator.log");
     let admin_port = support::free_port();
     let _operator = support::operator::OperatorProcess::start_with(&config, &kubeconfig, admin_port, &log);
@@ -199,6 +205,8 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
         (!events.list(&ListParams::default()).await.ok()?.items.is_empty()).then_some(())
     })
     .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    assert!(leases.get(&name).await.unwrap().spec.unwrap().holder_identity.is_some(), "it leads");
     let written = std::fs::read_to_string(&log).unwrap();
     assert!(!written.to_lowercase().contains("forbidden"), "the operator was refused something:\n{written}");
 }

@@ -7,20 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::fixtures::StubProviderExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Some((status, body))
-}
 
 struct KillOnDrop(std::process::Child);
 
@@ -44,11 +32,11 @@ async fn operator_starts_and_serves_health_and_metrics() {
             .unwrap(),
     );
     support::eventually("the operator to report ready", Duration::from_secs(30), || async {
-        http_get(port, "/readyz").await.filter(|(status, _)| *status == 200)
+        support::http_get(port, "/readyz").await.filter(|(status, _)| *status == 200)
     })
     .await;
-    assert_eq!(http_get(port, "/livez").await.map(|(status, _)| status), Some(200));
-    let (status, metrics) = http_get(port, "/metrics").await.unwrap();
+    assert_eq!(support::http_get(port, "/livez").await.map(|(status, _)| status), Some(200));
+    let (status, metrics) = support::http_get(port, "/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("kfp_operator_build_info"), "{metrics}");
 }
@@ -111,7 +99,7 @@ async fn operator_publishes_a_stub_run_completion() {
             .unwrap(),
     );
     support::eventually("the operator to report ready", Duration::from_secs(30), || async {
-        http_get(admin_port, "/readyz").await.filter(|(status, _)| *status == 200)
+        support::http_get(admin_port, "/readyz").await.filter(|(status, _)| *status == 200)
     })
     .await;
 
@@ -158,6 +146,6 @@ async fn operator_publishes_a_stub_run_completion() {
     let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let mut stream = jetstream.get_stream("kfp-operator-events").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 2, "one run-completion and one model-ready");
-    let (status, body) = http_get(ingest_port, "/events").await.unwrap();
+    let (status, body) = support::http_get(ingest_port, "/events").await.unwrap();
     assert_eq!(status, 405, "{body}");
 }

@@ -126,6 +126,24 @@ impl OperatorProcess {
         Self { child, config: config.to_owned(), admin_port }
     }
 
+    /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its exit code.
+    pub fn terminate(mut self, timeout: Duration) -> Option<i32> {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        matches!(super::http_get(self.admin_port, "/readyz").await, Some((200, _)))
+    }
+
     /// SIGKILL: nothing is drained or flushed.
     pub fn kill(mut self) -> std::path::PathBuf {
         let _ = self.child.kill();
