@@ -7,6 +7,7 @@ pub mod dependencies;
 pub mod fan_out;
 pub mod index;
 pub mod metrics;
+pub mod pipeline_version;
 pub mod provider;
 pub mod run;
 pub mod run_configuration;

@@ -13,7 +13,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::dependencies::{dependency_map, resolve_parameters};
-use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
+use super::pipeline_version::{ObservedPipeline, observe_pipeline};
+use super::state::{READY, SYNCHRONIZED, new_condition, set_condition};
 use super::sync::{Synced, reconcile_synced};
 use super::{Context, Error};
 use crate::api::{
@@ -100,25 +101,17 @@ async fn write_run_status(ctx: &Context, run: &Run, status: &RunStatus) -> Resul
 }
 
 /// The pipeline version a run should record: the pinned one, or the Pipeline's synchronised
-/// version. `None` means "not yet known: wait".
+/// version; otherwise why it waits.
 async fn observed_pipeline_version(ctx: &Context, run: &Run) -> Result<Result<String, String>, Error> {
     let pipeline = &run.spec.pipeline;
-    if !pipeline.version.is_empty() {
-        return Ok(Ok(pipeline.version.clone()));
-    }
     let namespace = run.namespace().unwrap_or_default();
-    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(found) = api.get_opt(&pipeline.name).await? else {
-        return Ok(Err(format!("pipeline {namespace}/{} does not exist", pipeline.name)));
-    };
-    let status = found.status.unwrap_or_default();
-    match SyncState::of(&status) {
-        SyncState::Succeeded if !status.version.is_empty() => Ok(Ok(status.version)),
-        state => Ok(Err(format!(
-            "pipeline {namespace}/{} is {state}, waiting for it to be Succeeded",
-            pipeline.name
-        ))),
-    }
+    Ok(match observe_pipeline(ctx, &namespace, pipeline).await? {
+        ObservedPipeline::Version(version) => Ok(version),
+        ObservedPipeline::Missing => Err(format!("pipeline {namespace}/{} does not exist", pipeline.name)),
+        ObservedPipeline::Waiting(state) => {
+            Err(format!("pipeline {namespace}/{} is {state}, waiting for it to be Succeeded", pipeline.name))
+        }
+    })
 }
 
 async fn latest_succeeded_runs(

@@ -17,6 +17,7 @@ use serde_json::json;
 use sha1::{Digest, Sha1};
 
 use super::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
+use super::pipeline_version::{ObservedPipeline, observe_pipeline};
 use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
 use super::{Context, Error};
 use crate::api::{
@@ -59,23 +60,10 @@ async fn pipeline_version(
     pipeline: &PipelineIdentifier,
     stored: &str,
 ) -> Result<String, Error> {
-    if !pipeline.version.is_empty() {
-        return Ok(pipeline.version.clone());
-    }
-    if pipeline.name.is_empty() {
-        return Ok(String::new());
-    }
-    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(match api.get_opt(&pipeline.name).await? {
-        None => String::new(),
-        Some(found) => {
-            let status = found.status.unwrap_or_default();
-            match SyncState::of(&status) {
-                SyncState::Succeeded => status.version,
-                SyncState::Deleted => String::new(),
-                _ => stored.to_owned(),
-            }
-        }
+    Ok(match observe_pipeline(ctx, namespace, pipeline).await? {
+        ObservedPipeline::Version(version) => version,
+        ObservedPipeline::Missing | ObservedPipeline::Waiting(SyncState::Deleted) => String::new(),
+        ObservedPipeline::Waiting(_) => stored.to_owned(),
     })
 }
 
