@@ -57,7 +57,7 @@ enum Command {
         /// Leave out the Namespace object.
         #[arg(long)]
         without_namespace: bool,
-        /// Instead of printing, write `deploy/kubernetes/` and the Helm chart under this
+        /// Instead of printing, write the kustomize base `deploy/base/` and the Helm chart under this
         /// repository root.
         #[arg(long)]
         write_files: Option<PathBuf>,

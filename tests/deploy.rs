@@ -1,5 +1,6 @@
-//! The in-cluster installation: the generated files are current, the manifests apply to a real
-//! apiserver, the Helm chart's templates render to the same objects, and the operator binary,
+//! The in-cluster installation: the generated files are current, the kustomize base and overlay
+//! render (with `kubectl kustomize`) to the code's objects, the Helm chart's templates render to
+//! the same objects, the manifests apply to a real apiserver, and the operator binary,
 //! acting as the installation's ServiceAccount (so with only the generated ClusterRole), runs
 //! the whole chain without a forbidden request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -79,6 +80,52 @@ fn the_chart_renders_to_the_plain_installation() {
     assert_eq!(rendered, expected.objects(false).unwrap());
     let crds = std::fs::read_dir(support::repo_root().join("charts/kfp-operator/crds")).unwrap().count();
     assert_eq!(crds, 6, "the chart installs the six CRDs");
+}
+
+fn kustomize(dir: &str) -> Vec<Value> {
+    let output = support::kubectl(&["kustomize", support::repo_root().join(dir).to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    documents(&String::from_utf8(output.stdout).unwrap())
+}
+
+/// Numbers as YAML writers differ on them (`0` and `0.0`).
+fn normalised(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => {
+            n.as_f64().filter(|f| f.fract() == 0.0).map_or(value.clone(), |f| json!(f as i64))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(normalised).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalised(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn kind_and_name(object: &Value) -> (String, String) {
+    (object["kind"].as_str().unwrap().to_owned(), object["metadata"]["name"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn the_kustomize_base_and_overlay_render() {
+    let rendered = kustomize("deploy/base");
+    let expected = documents(&format!(
+        "{}{}",
+        kfp_operator::api::crd::all_to_yaml().unwrap(),
+        Installation::default().to_yaml(true).unwrap()
+    ));
+    assert_eq!(rendered.len(), expected.len());
+    for object in &expected {
+        let found = rendered.iter().find(|r| kind_and_name(r) == kind_and_name(object)).map(normalised);
+        assert!(found == Some(normalised(object)), "{:?} renders unchanged", kind_and_name(object));
+    }
+
+    let overlay = kustomize("deploy/overlays/single-namespace");
+    let find = |kind: &str| overlay.iter().find(|o| o["kind"] == kind).unwrap();
+    let config = find("ConfigMap")["data"]["operator.yaml"].as_str().unwrap();
+    let parsed: kfp_operator::config::OperatorConfig = serde_saphyr::from_str(config).unwrap();
+    parsed.validate().unwrap();
+    assert_eq!(parsed.namespaces, vec!["ml".to_owned()]);
+    let image = find("Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(image, format!("registry.example.com/ml-platform/kfp-operator:{}", env!("CARGO_PKG_VERSION")));
 }
 
 /// A kubeconfig for the test apiserver that acts as `user` in `groups`.
