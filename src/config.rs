@@ -53,6 +53,20 @@ pub struct OperatorConfig {
     pub cross_namespace_policy: crate::triggers::CrossNamespacePolicy,
     /// Leader election among replicas on a Lease; off by default (one process).
     pub leader_election: crate::leader::LeaderElectionConfig,
+    /// The validating admission webhook (HTTPS); off unless `listenAddr` is set.
+    pub webhook: WebhookConfig,
+}
+
+/// The validating admission webhook's listener and serving certificate.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where to serve `POST /validate` over HTTPS; absent means no webhook.
+    pub listen_addr: Option<std::net::SocketAddr>,
+    /// The serving certificate chain (PEM); read again when it changes.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// Run-completion eventing settings.
@@ -193,6 +207,7 @@ impl Default for OperatorConfig {
             events: EventsConfig::default(),
             cross_namespace_policy: crate::triggers::CrossNamespacePolicy::default(),
             leader_election: crate::leader::LeaderElectionConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -263,6 +278,11 @@ impl OperatorConfig {
             return invalid(format!("namespace {namespace:?} is not a valid namespace name"));
         }
         self.leader_election.validate().map_err(ConfigError::Invalid)?;
+        if self.webhook.listen_addr.is_some()
+            && (self.webhook.cert_file.is_none() || self.webhook.key_file.is_none())
+        {
+            return invalid("webhook.listenAddr needs webhook.certFile and webhook.keyFile".into());
+        }
         self.events.validate()
     }
 }

@@ -1,6 +1,7 @@
 //! kfp-operator: keeps ML platforms in step with `pipelines.kubeflow.org` resources and turns
 //! run completions into CloudEvents and dependent runs.
 
+pub mod admission;
 pub mod api;
 pub mod bench;
 pub mod cli;

@@ -54,6 +54,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         crds::wait_established(&client, CRD_TIMEOUT).await?;
     }
+    let webhook = match (&config.webhook.listen_addr, &config.webhook.cert_file, &config.webhook.key_file) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let acceptor = server::webhook::tls_acceptor(cert, key)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admission webhook to {addr}"))?;
+            tracing::info!(%addr, "admission webhook listening on /validate (HTTPS)");
+            let router = server::webhook::router(client.clone());
+            Some(tokio::spawn(server::webhook::serve(listener, acceptor, router, shutdown.clone())))
+        }
+        _ => None,
+    };
     let election = config
         .leader_election
         .enabled
@@ -137,6 +149,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         consumer.await.context("completion consumer task")??;
     }
     admin_server.await.context("admin server task")?.context("admin server")?;
+    if let Some(webhook) = webhook {
+        webhook.await.context("admission webhook task")??;
+    }
     if let (Some(keeper), Some(election)) = (keeper, election) {
         if keeper.is_finished() {
             return Err(keeper.await.context("leader election task")?.into());

@@ -128,6 +128,25 @@ fn the_kustomize_base_and_overlay_render() {
     assert_eq!(image, format!("registry.example.com/ml-platform/kfp-operator:{}", env!("CARGO_PKG_VERSION")));
 }
 
+#[test]
+fn the_webhook_overlay_configures_the_operator_and_the_apiserver() {
+    let overlay = kustomize("deploy/overlays/webhook");
+    let find = |kind: &str| overlay.iter().find(|o| o["kind"] == kind).unwrap().clone();
+    let config: kfp_operator::config::OperatorConfig =
+        serde_saphyr::from_str(find("ConfigMap")["data"]["operator.yaml"].as_str().unwrap()).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.webhook.listen_addr, Some("0.0.0.0:9443".parse().unwrap()));
+    let container = &find("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/kfp-operator/tls"), "{mounts:?}");
+    let webhook = find("ValidatingWebhookConfiguration");
+    let output = support::kubectl_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &serde_saphyr::to_string(&webhook).unwrap(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// A kubeconfig for the test apiserver that acts as `user` in `groups`.
 fn impersonating_kubeconfig(dir: &std::path::Path, user: &str, groups: &[String]) -> std::path::PathBuf {
     let admin = std::fs::read_to_string(&support::control_plane().kubeconfig).unwrap();

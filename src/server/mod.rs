@@ -1,5 +1,8 @@
 //! The admin HTTP server: `/livez` (the process is serving), `/readyz` (the operator's
-//! dependencies are ready) and `/metrics` (Prometheus/OpenMetrics text).
+//! dependencies are ready) and `/metrics` (Prometheus/OpenMetrics text); the admission webhook
+//! lives in [`webhook`].
+
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
