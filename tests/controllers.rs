@@ -709,49 +709,28 @@ async fn every_stub_failure_name_fails_with_its_message() {
         r.status.as_ref().map(|s| &s.status)
     }
 
-    expect(
-        &client,
-        &ns,
-        "create-pipeline-fail",
-        SyncState::Failed,
-        "create pipeline failed",
-        pipeline_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "create-experiment-fail",
-        SyncState::Failed,
-        "create experiment failed",
-        experiment_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "create-runschedule-fail",
-        SyncState::Failed,
-        "create runschedule failed",
-        schedule_status,
-    )
-    .await;
-    expect(&client, &ns, "create-run-fail", SyncState::Failed, "create run failed", run_status).await;
+    /// Expects `<operation>-<kind>-fail` of each kind to be in `state`, with the stub's failure
+    /// message for that operation and kind (or the in-step message).
+    async fn expect_each(client: &kube::Client, ns: &str, operation: &str, kinds: &[&str], state: SyncState) {
+        for kind in kinds {
+            let name = format!("{operation}-{kind}-fail");
+            let message = match state {
+                SyncState::Succeeded => "in step with the provider".to_owned(),
+                _ => format!("{operation} {kind} failed"),
+            };
+            match *kind {
+                "pipeline" => expect(client, ns, &name, state, &message, pipeline_status).await,
+                "experiment" => expect(client, ns, &name, state, &message, experiment_status).await,
+                "runschedule" => expect(client, ns, &name, state, &message, schedule_status).await,
+                _ => expect(client, ns, &name, state, &message, run_status).await,
+            }
+        }
+    }
+    const ALL: [&str; 4] = ["pipeline", "experiment", "runschedule", "run"];
+    const SYNCED: [&str; 3] = ["pipeline", "experiment", "runschedule"];
 
-    let succeeded_message = "in step with the provider";
-    expect(&client, &ns, "update-pipeline-fail", SyncState::Succeeded, succeeded_message, pipeline_status)
-        .await;
-    expect(
-        &client,
-        &ns,
-        "update-experiment-fail",
-        SyncState::Succeeded,
-        succeeded_message,
-        experiment_status,
-    )
-    .await;
-    expect(&client, &ns, "update-runschedule-fail", SyncState::Succeeded, succeeded_message, schedule_status)
-        .await;
+    expect_each(&client, &ns, "create", &ALL, SyncState::Failed).await;
+    expect_each(&client, &ns, "update", &SYNCED, SyncState::Succeeded).await;
     let params = PatchParams::default();
     Api::<Pipeline>::namespaced(client.clone(), &ns)
         .patch("update-pipeline-fail", &params, &Patch::Merge(json!({"spec": {"image": "quickstart:v2"}})))
@@ -769,48 +748,9 @@ async fn every_stub_failure_name_fails_with_its_message() {
         )
         .await
         .unwrap();
-    expect(
-        &client,
-        &ns,
-        "update-pipeline-fail",
-        SyncState::Failed,
-        "update pipeline failed",
-        pipeline_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "update-experiment-fail",
-        SyncState::Failed,
-        "update experiment failed",
-        experiment_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "update-runschedule-fail",
-        SyncState::Failed,
-        "update runschedule failed",
-        schedule_status,
-    )
-    .await;
+    expect_each(&client, &ns, "update", &SYNCED, SyncState::Failed).await;
 
-    expect(&client, &ns, "delete-pipeline-fail", SyncState::Succeeded, succeeded_message, pipeline_status)
-        .await;
-    expect(
-        &client,
-        &ns,
-        "delete-experiment-fail",
-        SyncState::Succeeded,
-        succeeded_message,
-        experiment_status,
-    )
-    .await;
-    expect(&client, &ns, "delete-runschedule-fail", SyncState::Succeeded, succeeded_message, schedule_status)
-        .await;
-    expect(&client, &ns, "delete-run-fail", SyncState::Succeeded, succeeded_message, run_status).await;
+    expect_each(&client, &ns, "delete", &ALL, SyncState::Succeeded).await;
     let delete = DeleteParams::default();
     Api::<Pipeline>::namespaced(client.clone(), &ns).delete("delete-pipeline-fail", &delete).await.unwrap();
     Api::<Experiment>::namespaced(client.clone(), &ns)
@@ -822,34 +762,7 @@ async fn every_stub_failure_name_fails_with_its_message() {
         .await
         .unwrap();
     Api::<Run>::namespaced(client.clone(), &ns).delete("delete-run-fail", &delete).await.unwrap();
-    expect(
-        &client,
-        &ns,
-        "delete-pipeline-fail",
-        SyncState::Deleting,
-        "delete pipeline failed",
-        pipeline_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "delete-experiment-fail",
-        SyncState::Deleting,
-        "delete experiment failed",
-        experiment_status,
-    )
-    .await;
-    expect(
-        &client,
-        &ns,
-        "delete-runschedule-fail",
-        SyncState::Deleting,
-        "delete runschedule failed",
-        schedule_status,
-    )
-    .await;
-    expect(&client, &ns, "delete-run-fail", SyncState::Deleting, "delete run failed", run_status).await;
+    expect_each(&client, &ns, "delete", &ALL, SyncState::Deleting).await;
     for name in ["create-pipeline-fail", "update-pipeline-fail", "delete-pipeline-fail"] {
         let counts = event_counts(&client, &ns, name).await;
         assert!(

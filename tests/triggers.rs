@@ -307,6 +307,17 @@ async fn completions_fire_each_dependant_exactly_once() {
         })
         .await;
     }
+    support::eventually("an Event on the dependency naming the Runs it started", TIMEOUT, || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("TriggeredDependants")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("dep")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|note| note.starts_with("run run-2 started 2 dependant Runs: "))
+        })
+    })
+    .await;
     // A late, older completion does not roll the dependency back or fire again.
     ingest.accept(completion(&ns, "dep", "succeeded", "run-1", "2024-05-01T09:30:00Z")).await.unwrap();
     let latest = rcs.get("dep").await.unwrap().status.unwrap().latest_runs.succeeded.unwrap();

@@ -138,7 +138,17 @@ pub async fn fan_out(
         "triggered dependants"
     );
     let events = ctx.clone();
+    let dependency = dependency.clone();
+    let run_id = latest.provider_id.clone();
     tokio::spawn(async move {
+        if !created.is_empty() {
+            let mut names: Vec<String> = created.iter().take(10).map(|(_, run)| run.clone()).collect();
+            if created.len() > names.len() {
+                names.push(format!("and {} more", created.len() - names.len()));
+            }
+            let note = format!("run {run_id} started {} dependant Runs: {}", created.len(), names.join(", "));
+            events.event(&dependency, false, "TriggeredDependants", note).await;
+        }
         for (dependant, run) in created {
             let note = format!("created Run {run} ({})", TriggerKind::RunConfiguration.as_str());
             events.event(dependant.as_ref(), false, "RunCreated", note).await;
