@@ -75,35 +75,57 @@ pub async fn resync_stub_runs(
     let apis: Vec<Api<Run>> = crate::controller::apis(client, config);
     let mut resumed = 0;
     for api in apis {
-        for run in api.list(&ListParams::default()).await? {
-            let Some(status) = run.status.as_ref() else { continue };
-            let id = status.status.provider.as_ref().map(|p| p.id.clone()).unwrap_or_default();
-            if id.is_empty()
-                || status.completion_state.is_some()
-                || run.meta().deletion_timestamp.is_some()
-                || SyncState::of(&status.status) != SyncState::Succeeded
-            {
-                continue;
+        let mut page = ListParams::default().limit(RESYNC_PAGE);
+        loop {
+            let runs = api.list(&page).await?;
+            let next = runs.metadata.continue_.clone().filter(|token| !token.is_empty());
+            resumed += resume_page(client, runs.items, created).await?;
+            match next {
+                Some(token) => page = page.continue_token(&token),
+                None => break,
             }
-            let namespace = run.namespace().unwrap_or_default();
-            let provider_name = run.spec.provider.qualified(&namespace);
-            let providers: Api<Provider> = Api::namespaced(client.clone(), &provider_name.namespace);
-            let Some(provider) = providers.get_opt(&provider_name.name).await? else { continue };
-            if provider.spec.provider_type != ProviderType::Stub {
-                continue;
-            }
-            let Ok(settings) = StubSettings::from_parameters(&provider.spec.parameters) else { continue };
-            let Ok(definition) = crate::provider::definitions::run(&run, &[]) else { continue };
-            let stub = StubProvider::new(
-                NamespacedName::new(&provider_name.namespace, &provider_name.name),
-                settings,
-                None,
-            );
-            let mut stub_run = stub.stub_run(&id, &definition);
-            stub_run.completes_after = Duration::ZERO;
-            if created.send(stub_run).is_ok() {
-                resumed += 1;
-            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// Runs listed per request when resuming stub runs.
+const RESYNC_PAGE: u32 = 500;
+
+async fn resume_page(
+    client: &kube::Client,
+    runs: Vec<Run>,
+    created: &mpsc::UnboundedSender<StubRun>,
+) -> Result<usize, kube::Error> {
+    let mut resumed = 0;
+    for run in runs {
+        let Some(status) = run.status.as_ref() else { continue };
+        let id = status.status.provider.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        if id.is_empty()
+            || status.completion_state.is_some()
+            || run.meta().deletion_timestamp.is_some()
+            || SyncState::of(&status.status) != SyncState::Succeeded
+        {
+            continue;
+        }
+        let namespace = run.namespace().unwrap_or_default();
+        let provider_name = run.spec.provider.qualified(&namespace);
+        let providers: Api<Provider> = Api::namespaced(client.clone(), &provider_name.namespace);
+        let Some(provider) = providers.get_opt(&provider_name.name).await? else { continue };
+        if provider.spec.provider_type != ProviderType::Stub {
+            continue;
+        }
+        let Ok(settings) = StubSettings::from_parameters(&provider.spec.parameters) else { continue };
+        let Ok(definition) = crate::provider::definitions::run(&run, &[]) else { continue };
+        let stub = StubProvider::new(
+            NamespacedName::new(&provider_name.namespace, &provider_name.name),
+            settings,
+            None,
+        );
+        let mut stub_run = stub.stub_run(&id, &definition);
+        stub_run.completes_after = Duration::ZERO;
+        if created.send(stub_run).is_ok() {
+            resumed += 1;
         }
     }
     Ok(resumed)

@@ -125,11 +125,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let resumed = completion::resync_stub_runs(&client, &config, &stub_runs).await?;
-    if resumed > 0 {
-        tracing::info!(resumed, "completing stub runs that were in flight when the operator stopped");
-    }
-    drop(stub_runs);
+    let resync_client = client.clone();
+    tokio::spawn(async move {
+        match completion::resync_stub_runs(&resync_client, &config, &stub_runs).await {
+            Ok(0) => {}
+            Ok(resumed) => {
+                tracing::info!(resumed, "completing stub runs that were in flight when the operator stopped");
+            }
+            Err(error) => tracing::warn!(%error, "could not look for stub runs in flight before the start"),
+        }
+    });
     let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
     let index = ctx.index.clone();
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));

@@ -160,6 +160,23 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
+/// A controller over `api` whose cache keeps its objects without `metadata.managedFields`,
+/// which the operator never reads and which are often most of an object that is written with
+/// server-side apply.
+pub fn lean_controller<K>(api: Api<K>) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let objects = watcher(api, watcher_config())
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    kube::runtime::Controller::for_stream(objects, store)
+}
+
 /// The watcher configuration for every primary kind.
 pub fn watcher_config() -> watcher::Config {
     watcher::Config::default()

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
@@ -263,7 +263,7 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
     let Some(api) = super::apis::<Provider>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };
-    let mut controller = Controller::new(api, super::watcher_config())
+    let mut controller = super::lean_controller(api)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
     if let Some(deployments) = super::apis::<Deployment>(&ctx.client, &ctx.config).into_iter().nth(index) {
         controller = controller.owns(deployments, super::watcher_config().labels("app"));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -268,7 +268,7 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
     };
     let pipelines = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(index);
     let run_configurations = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(index);
-    let controller = Controller::new(api, super::watcher_config())
+    let controller = super::lean_controller(api)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
     let store = controller.store();
     let waiting_runs = move |matches: Box<dyn Fn(&Run) -> bool + Send>| {

@@ -473,6 +473,7 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     let mut feeder = ctx.index.feeder(scope.clone());
     let own_changes = watcher(api, super::watcher_config())
         .default_backoff()
+        .modify(|rc| rc.managed_fields_mut().clear())
         .reflect(writer)
         .inspect_ok(move |event| feeder.observe(event))
         .applied_objects()
@@ -508,7 +509,10 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(slot) {
         controller = controller.owns(api.clone(), super::watcher_config());
         let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
-        let reflector = reflector::reflector(schedules_writer, watcher(api, owned));
+        let reflector = reflector::reflector(
+            schedules_writer,
+            watcher(api, owned).modify(|schedule| schedule.managed_fields_mut().clear()),
+        );
         tokio::spawn(reflector.default_backoff().for_each(|_| std::future::ready(())));
         let _ = schedules.wait_until_ready().await;
     }

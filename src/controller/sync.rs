@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -319,7 +319,7 @@ pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown
     let Some(api) = super::apis::<K>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };
-    let controller = Controller::new(api, super::watcher_config())
+    let controller = super::lean_controller(api)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(shutdown);
     super::drain(
