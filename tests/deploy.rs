@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use kfp_operator::api::{
-    NamespacedName, OnChangeType, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec, Run,
-    RunConfiguration, RunConfigurationSpec, RunSpec, Triggers,
+    NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration,
+    RunConfigurationSpec, RunSpec, Triggers,
 };
 use kfp_operator::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
 use kube::api::{Api, ListParams, PostParams};
@@ -224,15 +224,7 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
     );
     Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &workload).await.unwrap();
     let provider = NamespacedName::new(&ns, "stub");
-    let pipeline = Pipeline::new(
-        "penguin",
-        PipelineSpec {
-            provider: provider.clone(),
-            image: "quickstart:v1".into(),
-            env: vec![],
-            framework: PipelineFramework::new("tfx"),
-        },
-    );
+    let pipeline = support::fixtures::pipeline("penguin", &provider);
     Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
     let run_configuration = |name: &str, triggers: Triggers| {
         RunConfiguration::new(

@@ -68,9 +68,7 @@ async fn private_nats_server_keeps_jetstream_data_across_a_restart() {
 /// completes, and its completion is published on the operator's JetStream stream and recorded.
 #[tokio::test]
 async fn operator_publishes_a_stub_run_completion() {
-    use kfp_operator::api::{
-        CompletionState, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, Run, RunSpec,
-    };
+    use kfp_operator::api::{CompletionState, NamespacedName, Pipeline, Provider, Run, RunSpec};
     use kube::api::{Api, PostParams};
 
     let plane = support::control_plane();
@@ -110,15 +108,7 @@ async fn operator_publishes_a_stub_run_completion() {
         "gs://m/1",
     );
     Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &provider).await.unwrap();
-    let pipeline = Pipeline::new(
-        "penguin",
-        PipelineSpec {
-            provider: NamespacedName::new(&ns, "stub"),
-            image: "quickstart:v1".into(),
-            env: vec![],
-            framework: PipelineFramework::new("tfx"),
-        },
-    );
+    let pipeline = support::fixtures::pipeline("penguin", &NamespacedName::new(&ns, "stub"));
     Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
     let run = Run::new(
         "penguin-run",

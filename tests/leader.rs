@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kfp_operator::api::{
-    CompletionState, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, Run, RunSpec,
-};
+use kfp_operator::api::{CompletionState, NamespacedName, Pipeline, Provider, Run, RunSpec};
 use kube::api::{Api, PostParams};
 
 mod support;
@@ -64,15 +62,7 @@ async fn one_operator_leads_and_a_standby_takes_over() {
         .create(&post, &support::fixtures::stub_provider("stub"))
         .await
         .unwrap();
-    let pipeline = Pipeline::new(
-        "penguin",
-        PipelineSpec {
-            provider: NamespacedName::new(&ns, "stub"),
-            image: "quickstart:v1".into(),
-            env: vec![],
-            framework: PipelineFramework::new("tfx"),
-        },
-    );
+    let pipeline = support::fixtures::pipeline("penguin", &NamespacedName::new(&ns, "stub"));
     Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
     let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
     let run = Run::new(

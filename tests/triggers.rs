@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kfp_operator::api::{
-    NamespacedName, OnChangeType, Parameter, Pipeline, PipelineFramework, PipelineSpec, Provider, Run,
-    RunConfiguration, RunConfigurationRef, RunConfigurationSpec, RunSchedule, RunSpec, Schedule, Triggers,
+    NamespacedName, OnChangeType, Parameter, Pipeline, Provider, Run, RunConfiguration, RunConfigurationRef,
+    RunConfigurationSpec, RunSchedule, RunSpec, Schedule, Triggers,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -51,15 +51,17 @@ fn stub_provider() -> Provider {
 }
 
 fn pipeline(provider: &NamespacedName) -> Pipeline {
-    Pipeline::new(
-        "penguin",
-        PipelineSpec {
-            provider: provider.clone(),
-            image: "quickstart:v1".into(),
-            env: vec![],
-            framework: PipelineFramework::new("tfx"),
-        },
-    )
+    fixtures::pipeline("penguin", provider)
+}
+
+/// A fresh namespace with the stub Provider `stub` and the Pipeline `penguin` on it.
+async fn stub_namespace(client: &kube::Client, name: &str) -> (String, NamespacedName) {
+    let ns = support::namespace(client, name).await;
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline(&provider)).await.unwrap();
+    (ns, provider)
 }
 
 fn run_configuration(
@@ -191,12 +193,9 @@ async fn the_walkthrough_chains_three_run_configurations() {
 #[tokio::test]
 async fn a_cycle_is_reported_on_every_member_and_never_loops() {
     let client = support::client().await;
-    let ns = support::namespace(&client, "cycle").await;
+    let (ns, provider) = stub_namespace(&client, "cycle").await;
     let operator = Operator::start(&client, &ns, |_| {});
-    let provider = NamespacedName::new(&ns, "stub");
     let post = PostParams::default();
-    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
-    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline(&provider)).await.unwrap();
     let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
     let a = run_configuration(
         "a",
@@ -272,11 +271,8 @@ fn ingest_without_engine(client: &kube::Client) -> std::sync::Arc<kfp_operator::
 #[tokio::test]
 async fn completions_fire_each_dependant_exactly_once() {
     let client = support::client().await;
-    let ns = support::namespace(&client, "fire-once").await;
-    let provider = NamespacedName::new(&ns, "stub");
+    let (ns, provider) = stub_namespace(&client, "fire-once").await;
     let post = PostParams::default();
-    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
-    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline(&provider)).await.unwrap();
     let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
     rcs.create(&post, &run_configuration("dep", &provider, vec![], Triggers::default())).await.unwrap();
     for name in ["x", "y"] {
@@ -364,12 +360,9 @@ async fn completions_fire_each_dependant_exactly_once() {
 #[tokio::test]
 async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     let client = support::client().await;
-    let ns = support::namespace(&client, "on-change").await;
-    let provider = NamespacedName::new(&ns, "stub");
+    let (ns, provider) = stub_namespace(&client, "on-change").await;
     let post = PostParams::default();
-    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    pipelines.create(&post, &pipeline(&provider)).await.unwrap();
     let operator = Operator::start(&client, &ns, |_| {});
     let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
     let on_pipeline = Triggers { on_change: vec![OnChangeType::Pipeline], ..Triggers::default() };
@@ -552,12 +545,9 @@ async fn owned_schedules(client: &kube::Client, ns: &str, rc: &str) -> Vec<RunSc
 #[tokio::test]
 async fn schedules_are_owned_replaced_and_removed() {
     let client = support::client().await;
-    let ns = support::namespace(&client, "schedules").await;
-    let provider = NamespacedName::new(&ns, "stub");
+    let (ns, provider) = stub_namespace(&client, "schedules").await;
     let post = PostParams::default();
-    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider()).await.unwrap();
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    pipelines.create(&post, &pipeline(&provider)).await.unwrap();
     let operator = Operator::start(&client, &ns, |_| {});
     let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
     let mut follows_late_pipeline = run_configuration(

@@ -1,6 +1,9 @@
 //! Fixture builders on the API types shared by the integration tests.
 
-use kfp_operator::api::{Framework, Provider, ProviderSpec, ProviderType};
+use kfp_operator::api::{
+    Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec,
+    ProviderType,
+};
 use serde_json::json;
 
 /// A `stub` Provider supporting `tfx`, whose runs complete after 300 ms and produce nothing.
@@ -15,6 +18,19 @@ pub fn stub_provider(name: &str) -> Provider {
             parameters: [("completionDelay".to_owned(), json!("300ms"))].into(),
             frameworks: vec![Framework { name: "tfx".into(), image: "none".into(), patches: vec![] }],
             ..ProviderSpec::default()
+        },
+    )
+}
+
+/// A `tfx` Pipeline `name` (image `quickstart:v1`) on `provider`.
+pub fn pipeline(name: &str, provider: &NamespacedName) -> Pipeline {
+    Pipeline::new(
+        name,
+        PipelineSpec {
+            provider: provider.clone(),
+            image: "quickstart:v1".into(),
+            env: vec![],
+            framework: PipelineFramework::new("tfx"),
         },
     )
 }
