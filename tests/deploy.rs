@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use kfp_operator::api::{
-    NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration,
-    RunConfigurationSpec, RunSpec, Triggers,
+    NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
 use kfp_operator::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
 use kube::api::{Api, ListParams, PostParams};
@@ -226,19 +225,8 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
     let provider = NamespacedName::new(&ns, "stub");
     let pipeline = support::fixtures::pipeline("penguin", &provider);
     Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
-    let run_configuration = |name: &str, triggers: Triggers| {
-        RunConfiguration::new(
-            name,
-            RunConfigurationSpec {
-                run: RunSpec {
-                    provider: provider.clone(),
-                    pipeline: "penguin".parse().unwrap(),
-                    ..RunSpec::default()
-                },
-                triggers,
-            },
-        )
-    };
+    let run_configuration =
+        |name: &str, triggers: Triggers| support::fixtures::run_configuration(name, &provider, triggers);
     let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
     let on_spec = Triggers { on_change: vec![OnChangeType::RunSpec], ..Triggers::default() };
     rcs.create(&post, &run_configuration("training", on_spec)).await.unwrap();

@@ -34,7 +34,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Parameter, Pipeline, Provider, Run, RunConfiguration, RunConfigurationRef,
-    RunConfigurationSpec, RunSchedule, RunSpec, Schedule, Triggers,
+    RunSchedule, Schedule, Triggers,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -64,28 +64,18 @@ async fn stub_namespace(client: &kube::Client, name: &str) -> (String, Namespace
     (ns, provider)
 }
 
+/// A RunConfiguration on `penguin` declaring the `examples` artifact, with `parameters`.
 fn run_configuration(
     name: &str,
     provider: &NamespacedName,
     parameters: Vec<Parameter>,
     triggers: Triggers,
 ) -> RunConfiguration {
-    RunConfiguration::new(
-        name,
-        RunConfigurationSpec {
-            run: RunSpec {
-                provider: provider.clone(),
-                pipeline: "penguin".parse().unwrap(),
-                parameters,
-                artifacts: vec![kfp_operator::api::OutputArtifact::new(
-                    "examples",
-                    "CsvExampleGen:examples".parse().unwrap(),
-                )],
-                ..RunSpec::default()
-            },
-            triggers,
-        },
-    )
+    let mut rc = fixtures::run_configuration(name, provider, triggers);
+    rc.spec.run.parameters = parameters;
+    rc.spec.run.artifacts =
+        vec![kfp_operator::api::OutputArtifact::new("examples", "CsvExampleGen:examples".parse().unwrap())];
+    rc
 }
 
 async fn runs_of(client: &kube::Client, ns: &str, rc: &str) -> Vec<Run> {

@@ -2,7 +2,7 @@
 
 use kfp_operator::api::{
     Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec,
-    ProviderType,
+    ProviderType, RunConfiguration, RunConfigurationSpec, RunSpec, Triggers,
 };
 use serde_json::json;
 
@@ -31,6 +31,21 @@ pub fn pipeline(name: &str, provider: &NamespacedName) -> Pipeline {
             image: "quickstart:v1".into(),
             env: vec![],
             framework: PipelineFramework::new("tfx"),
+        },
+    )
+}
+
+/// A RunConfiguration `name` running the Pipeline `penguin` on `provider` with `triggers`.
+pub fn run_configuration(name: &str, provider: &NamespacedName, triggers: Triggers) -> RunConfiguration {
+    RunConfiguration::new(
+        name,
+        RunConfigurationSpec {
+            run: RunSpec {
+                provider: provider.clone(),
+                pipeline: "penguin".parse().unwrap(),
+                ..RunSpec::default()
+            },
+            triggers,
         },
     )
 }
