@@ -14,5 +14,6 @@ pub mod events;
 pub mod leader;
 pub mod operator;
 pub mod provider;
+pub mod recent;
 pub mod server;
 pub mod triggers;

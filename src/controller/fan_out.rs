@@ -113,11 +113,7 @@ pub async fn fan_out(
     for (dependant, run, result) in results {
         match result {
             Ok(fresh) => {
-                ctx.index.remember_fired(format!(
-                    "{}/{}",
-                    run.namespace().unwrap_or_default(),
-                    run.name_any()
-                ));
+                ctx.index.remember_fired(&run);
                 if fresh {
                     created.push((dependant, run.name_any()));
                 }

@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use kube::runtime::watcher;
 
 use super::dependencies::referenced_run_configurations;
-use crate::api::{NamespacedName, RunConfiguration};
+use crate::api::{NamespacedName, Run, RunConfiguration};
+use crate::recent::RecentKeys;
 use crate::triggers::{DependencyGraph, qualified_name, trigger_dependencies};
 
 /// How long a Run the engine created is remembered, so that the reconciler acting on the same
@@ -24,6 +25,14 @@ const FIRED_MEMORY: Duration = Duration::from_secs(600);
 /// Above this many remembered Runs, expired ones are dropped.
 const FIRED_PRUNE_ABOVE: usize = 10_000;
 
+fn run_key(run: &Run) -> String {
+    format!(
+        "{}/{}",
+        run.metadata.namespace.as_deref().unwrap_or_default(),
+        run.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Every watched RunConfiguration, indexed for the trigger engine. Shared by all controllers.
 pub struct RunConfigurationIndex {
     objects: DashMap<NamespacedName, Arc<RunConfiguration>>,
@@ -31,8 +40,8 @@ pub struct RunConfigurationIndex {
     referrers: DashMap<NamespacedName, BTreeSet<NamespacedName>>,
     /// The trigger edges only (a `valueFrom` reference never starts a run).
     graph: RwLock<DependencyGraph>,
-    /// `namespace/run name` of Runs the engine created → when.
-    fired: DashMap<String, Instant>,
+    /// The Runs (`namespace/name`) the engine created lately.
+    fired: RecentKeys,
     /// How many watch scopes have completed their first list, against how many there are.
     listed_scopes: tokio::sync::watch::Sender<usize>,
     scopes: usize,
@@ -59,7 +68,7 @@ impl RunConfigurationIndex {
             objects: DashMap::new(),
             referrers: DashMap::new(),
             graph: RwLock::default(),
-            fired: DashMap::new(),
+            fired: RecentKeys::new(FIRED_MEMORY, FIRED_PRUNE_ABOVE),
             listed_scopes: tokio::sync::watch::Sender::new(0),
             scopes: scopes.max(1),
         }
@@ -155,17 +164,14 @@ impl RunConfigurationIndex {
         self.objects.is_empty()
     }
 
-    /// Remembers that the engine created this Run (`namespace/name`).
-    pub fn remember_fired(&self, run: String) {
-        if self.fired.len() > FIRED_PRUNE_ABOVE {
-            self.fired.retain(|_, created| created.elapsed() < FIRED_MEMORY);
-        }
-        self.fired.insert(run, Instant::now());
+    /// Remembers that the engine created (or found) this Run.
+    pub fn remember_fired(&self, run: &Run) {
+        self.fired.remember(run_key(run));
     }
 
-    /// Whether the engine created this Run (`namespace/name`) recently.
-    pub fn recently_fired(&self, run: &str) -> bool {
-        self.fired.get(run).is_some_and(|created| created.elapsed() < FIRED_MEMORY)
+    /// Whether the engine created (or found) this Run recently.
+    pub fn recently_fired(&self, run: &Run) -> bool {
+        self.fired.contains(&run_key(run))
     }
 
     /// A feeder for one watch stream over `namespace` (`None`: the whole cluster).
@@ -322,8 +328,10 @@ mod tests {
     #[test]
     fn fired_runs_are_remembered() {
         let index = RunConfigurationIndex::default();
-        assert!(!index.recently_fired("ml/run"));
-        index.remember_fired("ml/run".into());
-        assert!(index.recently_fired("ml/run"));
+        let mut run = Run::new("run", RunSpec::default());
+        run.metadata.namespace = Some("ml".into());
+        assert!(!index.recently_fired(&run));
+        index.remember_fired(&run);
+        assert!(index.recently_fired(&run));
     }
 }

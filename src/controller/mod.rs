@@ -160,21 +160,35 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// A controller over `api` whose cache keeps its objects without `metadata.managedFields`,
-/// which the operator never reads and which are often most of an object that is written with
-/// server-side apply.
+/// The watch events of `api` reflected into `writer`'s store, with objects kept without
+/// `metadata.managedFields`, which the operator never reads and which are often most of an
+/// object that is written with server-side apply.
+pub fn lean_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    watcher(api, config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+}
+
+/// A controller over `api` whose cache is a [`lean_reflector`].
 pub fn lean_controller<K>(api: Api<K>) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::WatchStreamExt;
     let (store, writer) = kube::runtime::reflector::store();
-    let objects = watcher(api, watcher_config())
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
-    kube::runtime::Controller::for_stream(objects, store)
+    kube::runtime::Controller::for_stream(
+        lean_reflector(api, watcher_config(), writer).applied_objects(),
+        store,
+    )
 }
 
 /// The watcher configuration for every primary kind.

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha1::{Digest, Sha1};
@@ -399,7 +399,7 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
 
     for trigger in &fire {
         let run = triggered_run(rc, trigger.run_name(&name), trigger.labels(&rc.name_any()), &values);
-        if ctx.index.recently_fired(&format!("{namespace}/{}", run.name_any())) {
+        if ctx.index.recently_fired(&run) {
             continue;
         }
         if create_triggered_run(ctx, &run).await? {
@@ -471,10 +471,7 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     let scope = ctx.config.namespaces.get(slot).cloned();
     let (store, writer) = reflector::store();
     let mut feeder = ctx.index.feeder(scope.clone());
-    let own_changes = watcher(api, super::watcher_config())
-        .default_backoff()
-        .modify(|rc| rc.managed_fields_mut().clear())
-        .reflect(writer)
+    let own_changes = super::lean_reflector(api, super::watcher_config(), writer)
         .inspect_ok(move |event| feeder.observe(event))
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
@@ -509,11 +506,8 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(slot) {
         controller = controller.owns(api.clone(), super::watcher_config());
         let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
-        let reflector = reflector::reflector(
-            schedules_writer,
-            watcher(api, owned).modify(|schedule| schedule.managed_fields_mut().clear()),
-        );
-        tokio::spawn(reflector.default_backoff().for_each(|_| std::future::ready(())));
+        let reflector = super::lean_reflector(api, owned, schedules_writer);
+        tokio::spawn(reflector.for_each(|_| std::future::ready(())));
         let _ = schedules.wait_until_ready().await;
     }
     let metrics = ctx.metrics.clone();

@@ -6,7 +6,7 @@
 //! completion. Every rejection says why in its body.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::Utc;
-use dashmap::DashMap;
 use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
 
@@ -23,6 +22,7 @@ use super::cloudevent::{CloudEventOptions, cloud_events_for};
 use super::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus, select_artifacts};
 use super::sink::{Outgoing, Sink};
 use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfiguration};
+use crate::recent::RecentKeys;
 
 /// Why a completion was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +92,7 @@ pub struct KubeResources {
     engine: Option<Arc<crate::controller::Context>>,
     /// Completions recorded lately (key → when), so that the completion consumer does not redo
     /// what the ingest just did in this process.
-    recorded: DashMap<String, Instant>,
+    recorded: RecentKeys,
 }
 
 /// How long a recorded completion is remembered.
@@ -104,7 +104,7 @@ impl KubeResources {
     /// Records completions on Runs and RunConfigurations; the RunConfiguration reconcilers
     /// start the Runs a success triggers.
     pub fn new(client: kube::Client) -> Self {
-        Self { client, engine: None, recorded: DashMap::new() }
+        Self { client, engine: None, recorded: RecentKeys::new(RECORDED_MEMORY, RECORDED_PRUNE_ABOVE) }
     }
 
     /// Also starts the Runs a success triggers, through the trigger engine of `ctx`, before
@@ -167,7 +167,7 @@ impl Resources for KubeResources {
     fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
             let key = Self::recorded_key(event);
-            if self.recorded.get(&key).is_some_and(|at| at.elapsed() < RECORDED_MEMORY) {
+            if self.recorded.contains(&key) {
                 return Ok(());
             }
             let namespace = &event.pipeline_name.namespace;
@@ -212,10 +212,7 @@ impl Resources for KubeResources {
                     ))
                 })?;
             }
-            if self.recorded.len() > RECORDED_PRUNE_ABOVE {
-                self.recorded.retain(|_, at| at.elapsed() < RECORDED_MEMORY);
-            }
-            self.recorded.insert(key, Instant::now());
+            self.recorded.remember(key);
             Ok(())
         })
     }
