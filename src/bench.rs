@@ -82,12 +82,13 @@ fn completion(run: usize, stamp: i64) -> serde_json::Value {
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// The `p`-quantile (0–1) of sorted durations, by nearest rank; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
-        return 0.0;
+        return Duration::ZERO;
     }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn resident_memory_kib() -> u64 {
@@ -233,8 +234,8 @@ async fn run_one(
         "raw_jetstream_completions_per_s": round(raw_rate, 10.0),
         "ratio": round(path_rate / raw_rate, 1000.0),
         "target_ratio": 0.8,
-        "latency_ms_p50": round(percentile(&latencies, 0.5), 100.0),
-        "latency_ms_p99": round(percentile(&latencies, 0.99), 100.0),
+        "latency_ms_p50": millis(percentile(&latencies, 0.5)),
+        "latency_ms_p99": millis(percentile(&latencies, 0.99)),
         "rss_kib": resident_memory_kib(),
     });
     writeln!(out, "{result}")?;
@@ -569,21 +570,13 @@ async fn fan_out(
         "fanout_s": millis(fanned) / 1000.0,
         "ratio": (fanned.as_secs_f64() / plain.as_secs_f64().max(f64::EPSILON) * 1000.0).round() / 1000.0,
         "target_ratio": 1.5,
-        "run_latency_ms_p50": millis(percentile_duration(&latencies, 0.5)),
-        "run_latency_ms_p99": millis(percentile_duration(&latencies, 0.99)),
+        "run_latency_ms_p50": millis(percentile(&latencies, 0.5)),
+        "run_latency_ms_p99": millis(percentile(&latencies, 0.99)),
         "completion_ack_ms": millis(median_duration(&mut acks)),
         "rss_kib": resident_memory_kib(),
     });
     writeln!(out, "{result}")?;
     Ok(())
-}
-
-fn percentile_duration(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Trigger latency: `completions` successive successes of a dependency with one dependant, each
@@ -632,10 +625,10 @@ async fn trigger_latency(
     let result = json!({
         "benchmark": "trigger-latency",
         "completions": completions,
-        "trigger_latency_ms_p50": millis(percentile_duration(&latencies, 0.5)),
-        "trigger_latency_ms_p99": millis(percentile_duration(&latencies, 0.99)),
-        "plain_create_seen_ms_p50": millis(percentile_duration(&plain_latencies, 0.5)),
-        "plain_create_seen_ms_p99": millis(percentile_duration(&plain_latencies, 0.99)),
+        "trigger_latency_ms_p50": millis(percentile(&latencies, 0.5)),
+        "trigger_latency_ms_p99": millis(percentile(&latencies, 0.99)),
+        "plain_create_seen_ms_p50": millis(percentile(&plain_latencies, 0.5)),
+        "plain_create_seen_ms_p99": millis(percentile(&plain_latencies, 0.99)),
         "api_round_trip_ms": millis(round_trip),
         "target_p99_ms": millis(round_trip) + 50.0,
         "completion_ack_ms_p50": millis(median_duration(&mut acks)),
