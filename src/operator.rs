@@ -22,9 +22,13 @@ const READY_WAIT: Duration = Duration::from_secs(30);
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.operator_config()?;
     let RunArgs { admin_addr, install_crds, .. } = args;
-    let client = kube::Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
+    // The client's own retries honour `Retry-After`, which a restarting API server sets to 10 s
+    // while it comes up; the controllers and watches back off on their own, and sooner.
+    kube_config.default_retry = false;
+    let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
 
     let mut registry = Registry::with_prefix("kfp_operator");
     registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
@@ -137,6 +141,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
     let index = ctx.index.clone();
+    admin.watch_health(ctx.watches.clone());
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));
     // Ready (and so sent completions) once the trigger engine knows every RunConfiguration.
     tokio::spawn(async move {

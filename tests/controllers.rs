@@ -251,10 +251,7 @@ async fn stub_failure_names_fail_with_a_warning_event() {
     create(
         &client,
         &ns,
-        &Experiment::new(
-            "create-experiment-fail",
-            ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
-        ),
+        &support::fixtures::experiment("create-experiment-fail", &NamespacedName::new(&ns, "stub")),
     )
     .await;
 
@@ -293,10 +290,7 @@ async fn deletion_never_sticks() {
     create(
         &client,
         &ns,
-        &Experiment::new(
-            "delete-experiment-fail",
-            ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
-        ),
+        &support::fixtures::experiment("delete-experiment-fail", &NamespacedName::new(&ns, "stub")),
     )
     .await;
     // A resource whose Provider disappears.
@@ -452,15 +446,8 @@ async fn allowed_namespaces_are_enforced() {
     let mut provider = stub_provider("stub");
     provider.spec.allowed_namespaces = vec!["somewhere-else".into()];
     create(&client, &ns, &provider).await;
-    create(
-        &client,
-        &ns,
-        &Experiment::new(
-            "not-allowed",
-            ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
-        ),
-    )
-    .await;
+    create(&client, &ns, &support::fixtures::experiment("not-allowed", &NamespacedName::new(&ns, "stub")))
+        .await;
     let refused = wait_for::<Experiment>(&client, &ns, "not-allowed", "refused", |e: &Experiment| {
         sync_state(e.status.as_ref()).0 == SyncState::Failed
     })
@@ -581,22 +568,37 @@ async fn an_http_provider_service_is_called_and_its_errors_surface() {
     operator.stop().await;
 }
 
-/// With 200 resources synchronised, the operator writes nothing for 30 s.
+/// With 200 resources synchronised, the operator writes nothing for 30 s; failing objects are
+/// written only when their retries come, on the default backoff (1 s doubling).
 #[tokio::test]
 async fn quiet_at_rest() {
     let client = support::client().await;
     let ns = support::namespace(&client, "quiet-at-rest").await;
-    let operator = Operator::start(&client, &ns, |_| {});
+    let operator = Operator::start(&client, &ns, |config| {
+        config.retry_initial_delay = Duration::from_secs(1);
+        config.retry_max_delay = Duration::from_secs(300);
+    });
     create(&client, &ns, &stub_provider("stub")).await;
+    let writes = support::StatusWrites::default();
+    let watches = [
+        writes.watch(Api::<Pipeline>::namespaced(client.clone(), &ns)),
+        writes.watch(Api::<Experiment>::namespaced(client.clone(), &ns)),
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failing_since = std::time::Instant::now();
+    create(&client, &ns, &pipeline("create-pipeline-fail", &ns, "quickstart:v1")).await;
+    create(
+        &client,
+        &ns,
+        &support::fixtures::experiment("create-experiment-fail", &NamespacedName::new(&ns, "stub")),
+    )
+    .await;
     for i in 0..100 {
         create(&client, &ns, &pipeline(&format!("pipeline-{i}"), &ns, "quickstart:v1")).await;
         create(
             &client,
             &ns,
-            &Experiment::new(
-                &format!("experiment-{i}"),
-                ExperimentSpec { provider: NamespacedName::new(&ns, "stub"), description: String::new() },
-            ),
+            &support::fixtures::experiment(&format!("experiment-{i}"), &NamespacedName::new(&ns, "stub")),
         )
         .await;
     }
@@ -634,11 +636,24 @@ async fn quiet_at_rest() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (before, _, events_before) = snapshot().await;
+    let failing = ["create-pipeline-fail", "create-experiment-fail"];
+    let failing_before = failing.map(|name| writes.of(name));
+    let window_start = failing_since.elapsed();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let (after, _, events_after) = snapshot().await;
     let changed: Vec<_> = after.iter().filter(|v| !before.contains(v)).collect();
     assert!(changed.is_empty(), "objects written at rest: {changed:?}");
     assert_eq!(events_after, events_before, "events published at rest");
+    // Attempts come at 0, 1, 3, 7, 15, 31, 63 ... s after the first failure.
+    let window = window_start.as_secs_f64()..window_start.as_secs_f64() + 30.0;
+    let due = (0..12).map(|n| f64::from((1u32 << n) - 1)).filter(|at| window.contains(at)).count() as u32;
+    for (name, before) in failing.iter().zip(failing_before) {
+        let written = writes.of(name) - before;
+        assert!(written <= due + 1, "{name}: {written} status writes at rest, {due} retries due");
+    }
+    for watch in watches {
+        watch.abort();
+    }
     operator.stop().await;
 }
 
@@ -651,9 +666,7 @@ async fn every_stub_failure_name_fails_with_its_message() {
     let operator = Operator::start(&client, &ns, |_| {});
     create(&client, &ns, &stub_provider("stub")).await;
     let provider = NamespacedName::new(&ns, "stub");
-    let experiment = |name: &str| {
-        Experiment::new(name, ExperimentSpec { provider: provider.clone(), description: String::new() })
-    };
+    let experiment = |name: &str| support::fixtures::experiment(name, &provider);
     let schedule = |name: &str| {
         RunSchedule::new(
             name,

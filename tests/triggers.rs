@@ -657,6 +657,11 @@ async fn cross_namespace_dependencies_need_a_grant() {
     let provider = NamespacedName::new(&base, "stub");
     let post = PostParams::default();
     Api::<Provider>::namespaced(client.clone(), &base).create(&post, &stub_provider()).await.unwrap();
+    // The consumer's Pipeline, so that only the reference decides whether it is resolved.
+    Api::<Pipeline>::namespaced(client.clone(), &dependant_ns)
+        .create(&post, &fixtures::pipeline("penguin", &provider))
+        .await
+        .unwrap();
     let base_rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &base);
     base_rcs
         .create(&post, &run_configuration("shared", &provider, vec![], Triggers::default()))

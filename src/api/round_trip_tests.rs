@@ -149,6 +149,7 @@ fn run_configuration_round_trips() {
                 TriggeredRunReference { provider_id: "run-1".into() },
             )]),
         },
+        trigger_summary: "runConfigurations: local-rc, base/examples-rc".into(),
     });
     assert_round_trips(&rc);
 }

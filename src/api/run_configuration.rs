@@ -27,7 +27,7 @@ use super::run::{Dependencies, ObservedVersion, RunReference, RunSpec};
     printcolumn = r#"{"name":"Synchronized","type":"string","jsonPath":".status.conditions[?(@.type==\"Synchronized\")].reason"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
     printcolumn = r#"{"name":"LatestSucceeded","type":"string","jsonPath":".status.latestRuns.succeeded.providerId"}"#,
-    printcolumn = r#"{"name":"Triggers","type":"string","jsonPath":".spec.triggers.onChange"}"#,
+    printcolumn = r#"{"name":"Triggers","type":"string","jsonPath":".status.triggerSummary"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -60,6 +60,25 @@ impl Triggers {
     pub fn is_empty(&self) -> bool {
         self.schedules.is_empty() && self.on_change.is_empty() && self.run_configurations.is_empty()
     }
+
+    /// Every trigger in one line, for `kubectl get`: `onChange: pipeline, runSpec;
+    /// runConfigurations: ml/train; schedules: 0 * * * *`.
+    pub fn summary(&self) -> String {
+        let join = |items: Vec<String>| items.join(", ");
+        let on_change = self.on_change.iter().map(|c| c.as_str().to_owned()).collect();
+        let dependencies = self.run_configurations.iter().map(ToString::to_string).collect();
+        let schedules = self.schedules.iter().map(|s| s.cron_expression.clone()).collect();
+        [
+            ("onChange", join(on_change)),
+            ("runConfigurations", join(dependencies)),
+            ("schedules", join(schedules)),
+        ]
+        .into_iter()
+        .filter(|(_, items)| !items.is_empty())
+        .map(|(kind, items)| format!("{kind}: {items}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
 }
 
 /// A change that starts a run.
@@ -71,6 +90,16 @@ pub enum OnChangeType {
     /// `spec.run` changed.
     #[serde(rename = "runSpec")]
     RunSpec,
+}
+
+impl OnChangeType {
+    /// The name as written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pipeline => "pipeline",
+            Self::RunSpec => "runSpec",
+        }
+    }
 }
 
 /// A cron schedule with an optional active window.
@@ -117,6 +146,9 @@ pub struct RunConfigurationStatus {
     /// What the triggers last acted upon.
     #[serde(default, skip_serializing_if = "TriggersStatus::is_empty")]
     pub triggers: TriggersStatus,
+    /// Every trigger of the spec in one line (the `kubectl get` Triggers column).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trigger_summary: String,
 }
 
 /// The latest runs of a RunConfiguration.
@@ -161,4 +193,26 @@ pub struct TriggeredRunReference {
     /// The run's id on the provider.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_every_kind_of_trigger() {
+        let triggers = Triggers {
+            schedules: vec![Schedule::cron("0 * * * *")],
+            on_change: vec![OnChangeType::Pipeline, OnChangeType::RunSpec],
+            run_configurations: vec!["ml/train".parse().unwrap(), "evaluate".parse().unwrap()],
+        };
+        assert_eq!(
+            triggers.summary(),
+            "onChange: pipeline, runSpec; runConfigurations: ml/train, evaluate; schedules: 0 * * * *"
+        );
+        let only_dependencies =
+            Triggers { run_configurations: vec!["ml/train".parse().unwrap()], ..Triggers::default() };
+        assert_eq!(only_dependencies.summary(), "runConfigurations: ml/train");
+        assert_eq!(Triggers::default().summary(), "");
+    }
 }

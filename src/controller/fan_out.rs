@@ -77,7 +77,7 @@ fn observed_from_index(
     }
     let pipeline_version =
         dependant.status.as_ref().map(|s| s.dependencies.pipeline.version.clone()).unwrap_or_default();
-    Some(Observed { pipeline_version, dependencies })
+    Some(Observed { pipeline_version, pipeline_problem: None, dependencies })
 }
 
 /// Creates the Runs `dependency`'s new success `latest` starts, `fanOutConcurrency` at a time,

@@ -26,12 +26,23 @@ pub struct TriggerLabels {
     pub path: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderCallLabels {
+    /// `pipeline`, `run`, `runschedule` or `experiment`.
+    pub kind: String,
+    /// `create`, `update` or `delete`.
+    pub operation: String,
+    /// `ok` or the failure's category.
+    pub result: String,
+}
+
 /// The controllers' counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub reconciliations: Family<ReconcileLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub triggered_runs: Family<TriggerLabels, Counter>,
+    pub provider_calls: Family<ProviderCallLabels, Counter>,
 }
 
 impl Metrics {
@@ -53,7 +64,38 @@ impl Metrics {
             "Runs created by RunConfiguration triggers, by trigger and by the path that created them",
             metrics.triggered_runs.clone(),
         );
+        registry.register(
+            "provider_calls",
+            "Calls to providers by resource kind, operation and result (ok or the failure's category)",
+            metrics.provider_calls.clone(),
+        );
         metrics
+    }
+
+    pub fn provider_call(&self, kind: &str, operation: &str, result: &str) {
+        self.provider_calls
+            .get_or_create(&ProviderCallLabels {
+                kind: kind.into(),
+                operation: operation.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// How many `operation` calls on `kind` ended with `result`.
+    pub fn provider_calls(&self, kind: &str, operation: &str, result: &str) -> u64 {
+        self.provider_calls
+            .get_or_create(&ProviderCallLabels {
+                kind: kind.into(),
+                operation: operation.into(),
+                result: result.into(),
+            })
+            .get()
+    }
+
+    /// How many reconciles of `kind` failed with `category`.
+    pub fn failures_of(&self, kind: &str, category: &str) -> u64 {
+        self.failures.get_or_create(&FailureLabels { kind: kind.into(), category: category.into() }).get()
     }
 
     pub fn triggered(&self, trigger: &str, path: &str, runs: u64) {

@@ -13,6 +13,7 @@ pub mod run;
 pub mod run_configuration;
 pub mod state;
 pub mod sync;
+pub mod watch;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -48,6 +50,13 @@ pub enum Error {
     Definition(#[from] DefinitionError),
     #[error("{0}")]
     Invalid(String),
+    /// The API server refused a status write as invalid.
+    #[error("{0}")]
+    StatusRefused(String),
+    /// A failure the reconcile has recorded in the object's status (and so needs no Event of
+    /// its own); reported as a failed reconcile and retried on the backoff.
+    #[error("{message}")]
+    Recorded { category: &'static str, message: String },
 }
 
 impl Error {
@@ -57,6 +66,8 @@ impl Error {
             Self::Provider(error) => error.category(),
             Self::Definition(_) => "InvalidDefinition",
             Self::Invalid(_) => "InvalidResource",
+            Self::StatusRefused(_) => "StatusWriteRefused",
+            Self::Recorded { category, .. } => category,
         }
     }
 }
@@ -70,8 +81,11 @@ pub struct Context {
     pub metrics: metrics::Metrics,
     /// Every watched RunConfiguration, for the trigger engine.
     pub index: Arc<index::RunConfigurationIndex>,
-    /// Failed attempts per object (`kind/namespace/name`), for backoff; cleared on success.
-    attempts: DashMap<String, u32>,
+    /// The state of every watch, for `/readyz`.
+    pub watches: Arc<watch::WatchHealth>,
+    /// Failed attempts per object (`kind/namespace/name`) at a generation, for backoff; cleared
+    /// on success and started over by a new generation.
+    attempts: DashMap<String, (Option<i64>, u32)>,
 }
 
 impl Context {
@@ -90,19 +104,54 @@ impl Context {
             Reporter { controller: "kfp-operator".into(), instance: Some(instance) },
         );
         let index = Arc::new(index::RunConfigurationIndex::new(config.namespaces.len()));
-        Arc::new(Self { client, recorder, config, providers, metrics, index, attempts: DashMap::new() })
+        Arc::new(Self {
+            client,
+            recorder,
+            config,
+            providers,
+            metrics,
+            index,
+            watches: watch::WatchHealth::new(),
+            attempts: DashMap::new(),
+        })
     }
 
     fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
         format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
     }
 
+    /// How many attempts at the object's current generation have failed.
+    fn failed_attempts<K: Resource<DynamicType = ()>>(&self, object: &K) -> u32 {
+        self.attempts
+            .get(&Self::key(object))
+            .filter(|entry| entry.0 == object.meta().generation)
+            .map_or(0, |entry| entry.1)
+    }
+
+    /// How long [`Self::backoff`] will wait after the next failure of `object`.
+    pub fn next_backoff<K: Resource<DynamicType = ()>>(&self, object: &K) -> Duration {
+        self.config.retry_delay(self.failed_attempts(object))
+    }
+
     /// Records a failed attempt and returns how long to wait before the next one.
     pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &K) -> Duration {
-        let mut attempts = self.attempts.entry(Self::key(object)).or_insert(0);
-        let delay = self.config.retry_delay(*attempts);
-        *attempts = attempts.saturating_add(1);
-        delay
+        let failed = self.failed_attempts(object);
+        self.attempts.insert(Self::key(object), (object.meta().generation, failed.saturating_add(1)));
+        self.config.retry_delay(failed)
+    }
+
+    /// The action after a failed reconcile of `object` (of `kind`, as metrics name it): logged,
+    /// counted by category, and retried on the backoff.
+    pub fn retry_after<K: Resource<DynamicType = ()>>(
+        &self,
+        kind: &str,
+        object: &K,
+        error: &Error,
+    ) -> Action {
+        let category = error.category();
+        tracing::warn!(kind, object = %Self::key(object), category, %error, "reconcile failed");
+        self.metrics.failed(kind, category);
+        Action::requeue(self.backoff(object))
     }
 
     pub fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
@@ -129,24 +178,81 @@ impl Context {
         }
     }
 
-    /// Server-side applies `status` as the status of `object`.
-    pub async fn apply_status<K>(&self, object: &K, status: &impl Serialize) -> Result<(), Error>
+    /// Makes the status of `object` what `status` says, except its top-level fields named in
+    /// `others` (written by someone else), with a JSON merge patch against the status the API
+    /// server holds now: fields `status` leaves out are removed. (Server-side apply cannot be
+    /// used here: API servers of the 1.20 line turn an object whose last field an apply removes
+    /// into `null`, which the schema then refuses.) Writes nothing when nothing differs.
+    pub async fn patch_status<K>(
+        &self,
+        object: &K,
+        status: &impl Serialize,
+        others: &[&str],
+    ) -> Result<(), Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
+            + Serialize
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
-        let body = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
-        api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
-            .await?;
-        Ok(())
+        let desired = serde_json::to_value(status).map_err(|e| Error::Invalid(format!("status: {e}")))?;
+        let current = api.get_status(&object.name_any()).await?;
+        let mut current = serde_json::to_value(&current)
+            .map_err(|e| Error::Invalid(format!("status: {e}")))?
+            .get("status")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        if let Some(fields) = current.as_object_mut() {
+            fields.retain(|key, _| !others.contains(&key.as_str()));
+        }
+        let Some(patch) = merge_patch(&current, &desired) else {
+            return Ok(());
+        };
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        match api
+            .patch_status(&object.name_any(), &params, &Patch::Merge(serde_json::json!({ "status": patch })))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                let message = format!("the API server refused the status: {}", status.message);
+                self.event(object, true, "StatusWriteRefused", message.clone()).await;
+                Err(Error::StatusRefused(message))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
+}
+
+/// The JSON merge patch (RFC 7386) that turns `current` into `desired`: changed values, and
+/// `null` for the fields of objects that `desired` leaves out; `None` when they are equal.
+pub fn merge_patch(current: &serde_json::Value, desired: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    if current == desired {
+        return None;
+    }
+    let (Value::Object(current), Value::Object(desired)) = (current, desired) else {
+        return Some(desired.clone());
+    };
+    let mut patch = serde_json::Map::new();
+    for (key, value) in desired {
+        match current.get(key) {
+            Some(old) => {
+                if let Some(change) = merge_patch(old, value) {
+                    patch.insert(key.clone(), change);
+                }
+            }
+            None => {
+                patch.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for key in current.keys().filter(|key| !desired.contains_key(*key)) {
+        patch.insert(key.clone(), Value::Null);
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -160,35 +266,79 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// The watch events of `api` reflected into `writer`'s store, with objects kept without
-/// `metadata.managedFields`, which the operator never reads and which are often most of an
-/// object that is written with server-side apply.
+/// The name of a watch of `K` through `api`, for `/readyz` and logs.
+fn watch_name<K: Resource<DynamicType = ()>>(api: &Api<K>, role: &str) -> String {
+    let scope = api.namespace().map_or_else(|| "all namespaces".to_owned(), |ns| format!("namespace {ns}"));
+    format!("{}s in {scope} ({role})", K::kind(&()))
+}
+
+/// The watch events of `api` ([`watch::watch`], reported to the context's health) reflected
+/// into `writer`'s store, with objects kept without `metadata.managedFields`, which the
+/// operator never reads and which are often most of an object written with server-side apply.
 pub fn lean_reflector<K>(
+    ctx: &Context,
     api: Api<K>,
     config: watcher::Config,
     writer: kube::runtime::reflector::store::Writer<K>,
-) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+    role: &str,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::WatchStreamExt;
-    watcher(api, config)
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
+    let reporter = ctx.watches.register(watch_name(&api, role));
+    watch::watch(api, config, reporter).modify(|object| object.managed_fields_mut().clear()).reflect(writer)
 }
 
-/// A controller over `api` whose cache is a [`lean_reflector`].
-pub fn lean_controller<K>(api: Api<K>) -> kube::runtime::Controller<K>
+/// The changed objects of `api`, for a controller's `watches_stream`/`owns_stream`.
+pub fn trigger_stream<K>(
+    ctx: &Context,
+    api: Api<K>,
+    config: watcher::Config,
+    role: &str,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::WatchStreamExt;
+    let reporter = ctx.watches.register(watch_name(&api, role));
+    watch::watch(api, config, reporter).touched_objects()
+}
+
+/// What a reconcile of an object itself acts on: its identity, spec (generation), deletion,
+/// finalizers and annotations, and `extra` (a part of the status written by someone else).
+/// Not the status the reconciler writes itself, so that its own writes do not wake it.
+pub fn lifecycle_hash<K: Resource>(object: &K, extra: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    extra.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A controller over `api` whose cache is a [`lean_reflector`], reconciling an object when
+/// `trigger` (a [`lifecycle_hash`]) changes, with the short trigger pause of [`watch`].
+pub fn lean_controller<K>(
+    ctx: &Context,
+    api: Api<K>,
+    trigger: fn(&K) -> Option<u64>,
+) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{PredicateConfig, WatchStreamExt};
     let (store, writer) = kube::runtime::reflector::store();
-    kube::runtime::Controller::for_stream(
-        lean_reflector(api, watcher_config(), writer).applied_objects(),
-        store,
-    )
+    let changes = lean_reflector(ctx, api, watcher_config(), writer, "reconciled")
+        .applied_objects()
+        .predicate_filter(trigger, PredicateConfig::default());
+    kube::runtime::Controller::for_stream(changes, store)
+        .trigger_backoff(watch::ShortPause)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
 }
 
 /// The watcher configuration for every primary kind.
@@ -270,4 +420,59 @@ where
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_removes_what_the_desired_status_leaves_out() {
+        let current = json!({
+            "observedGeneration": 1,
+            "dependencies": {"pipeline": {"version": "v1"}, "runConfigurations": {"a": {"providerId": "r1"}}},
+            "triggers": {"runConfigurations": {"a": {}}},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        });
+        let desired = json!({
+            "observedGeneration": 2,
+            "dependencies": {"runConfigurations": {"a": {"providerId": "r1"}}},
+            "conditions": [{"type": "Ready", "status": "False"}],
+        });
+        assert_eq!(
+            merge_patch(&current, &desired),
+            Some(json!({
+                "observedGeneration": 2,
+                "dependencies": {"pipeline": null},
+                "triggers": null,
+                "conditions": [{"type": "Ready", "status": "False"}],
+            }))
+        );
+        assert_eq!(merge_patch(&desired, &desired), None, "nothing to write");
+        assert_eq!(merge_patch(&serde_json::Value::Null, &desired), Some(desired.clone()));
+    }
+
+    #[tokio::test]
+    async fn backoff_doubles_and_starts_over_at_a_new_generation_or_a_success() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ctx = Context::new(
+            client,
+            OperatorConfig::default(),
+            ProviderRegistry::new(Default::default(), None),
+            Default::default(),
+        );
+        let mut pipeline = crate::api::Pipeline::new("p", Default::default());
+        pipeline.metadata.namespace = Some("ns".into());
+        pipeline.metadata.generation = Some(1);
+        let delays: Vec<u64> = (0..4).map(|_| ctx.backoff(&pipeline).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8]);
+        assert_eq!(ctx.next_backoff(&pipeline), Duration::from_secs(16), "peeking does not count");
+        assert_eq!(ctx.backoff(&pipeline), Duration::from_secs(16));
+        pipeline.metadata.generation = Some(2);
+        assert_eq!(ctx.backoff(&pipeline), Duration::from_secs(1), "a new generation starts over");
+        ctx.succeeded(&pipeline);
+        assert_eq!(ctx.next_backoff(&pipeline), Duration::from_secs(1));
+    }
 }

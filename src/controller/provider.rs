@@ -240,22 +240,20 @@ pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Act
         ),
     };
     if status != previous {
-        ctx.apply_status(provider, &status).await?;
+        ctx.patch_status(provider, &status, &[]).await?;
         let state = SyncState::of(&status);
         let note = problem.clone().map_or_else(|| state.to_string(), |m| format!("{state}: {m}"));
         ctx.event(provider, problem.is_some(), state.event_reason(), note).await;
     }
-    if problem.is_some() {
-        return Ok(Action::requeue(ctx.backoff(provider)));
+    if let Some(message) = problem {
+        return Err(Error::Recorded { category: "ProviderServiceFailed", message });
     }
     ctx.succeeded(provider);
     Ok(Action::requeue(ctx.config.resync_period))
 }
 
 fn error_policy(provider: Arc<Provider>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %provider.name_any(), category = error.category(), %error, "provider reconcile failed");
-    ctx.metrics.failed("provider", error.category());
-    Action::requeue(ctx.backoff(provider.as_ref()))
+    ctx.retry_after("provider", provider.as_ref(), error)
 }
 
 /// Runs the Provider controller over the `index`-th configured namespace.
@@ -263,13 +261,17 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
     let Some(api) = super::apis::<Provider>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };
-    let mut controller = super::lean_controller(api)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
+    let mut controller =
+        super::lean_controller(&ctx, api, |provider: &Provider| super::lifecycle_hash(provider, ()));
     if let Some(deployments) = super::apis::<Deployment>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        controller = controller.owns(deployments, super::watcher_config().labels("app"));
+        let config = super::watcher_config().labels("app");
+        controller =
+            controller.owns_stream(super::trigger_stream(&ctx, deployments, config, "provider services"));
     }
     if let Some(services) = super::apis::<Service>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        controller = controller.owns(services, super::watcher_config().labels("app"));
+        let config = super::watcher_config().labels("app");
+        controller =
+            controller.owns_stream(super::trigger_stream(&ctx, services, config, "provider services"));
     }
     let controller = controller.graceful_shutdown_on(shutdown);
     super::drain(controller.run(reconcile, error_policy, ctx.clone()), "provider", ctx.metrics.clone()).await;

@@ -30,6 +30,7 @@ pub const COMPLETION_FIELD_MANAGER: &str = "kfp-operator-completion";
 
 impl Synced for Run {
     const RESOURCE: ResourceKind = ResourceKind::Run;
+    const STATUS_WRITTEN_BY_OTHERS: &'static [&'static str] = &["completionState"];
     fn provider_ref(&self) -> &NamespacedName {
         &self.spec.provider
     }
@@ -46,6 +47,10 @@ impl Synced for Run {
     fn status_body(&self, status: Status) -> Value {
         let current = self.status.clone().unwrap_or_default();
         owned_status(&RunStatus { status, ..current })
+    }
+    /// A Run is also reconciled when its completion is recorded (by the completion path).
+    fn reconcile_trigger(&self) -> Option<u64> {
+        super::lifecycle_hash(self, self.status.as_ref().map(|s| s.completion_state))
     }
 }
 
@@ -97,7 +102,7 @@ async fn write_run_status(ctx: &Context, run: &Run, status: &RunStatus) -> Resul
     if run.status.as_ref() == Some(status) {
         return Ok(());
     }
-    ctx.apply_status(run, &owned_status(status)).await
+    ctx.patch_status(run, &owned_status(status), Run::STATUS_WRITTEN_BY_OTHERS).await
 }
 
 /// The pipeline version a run should record: the pinned one, or the Pipeline's synchronised
@@ -140,7 +145,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     if status.completion_state.is_some() && status.marked_completed_at.is_none() {
         status.marked_completed_at = Some(now());
         write_run_status(&ctx, run, &status).await?;
-        return Ok(Action::await_change());
+        return Ok(ctx.config.run_completion_ttl.map_or_else(Action::await_change, Action::requeue));
     }
     let mut requeue_for_ttl = None;
     if let (Some(ttl), Some(marked)) = (ctx.config.run_completion_ttl, &status.marked_completed_at) {
@@ -215,15 +220,14 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
             return Ok(Action::requeue(ctx.config.retry_max_delay));
         }
     };
-    if run.status.as_ref() != Some(&status) {
-        write_run_status(&ctx, run, &status).await?;
-        return Ok(Action::await_change());
-    }
     for name in &resolved.unresolved_optional {
         tracing::debug!(run = %run.name_any(), parameter = %name, "optional parameter left out");
     }
-    let definition = definitions::run(run, &resolved.values)?;
-    let action = reconcile_synced(run, &ctx, Some(definition)).await?;
+    // The dependency snapshot is written with the synchronisation's first status write.
+    let mut observed = run.clone();
+    observed.status = Some(status);
+    let definition = definitions::run(&observed, &resolved.values)?;
+    let action = reconcile_synced(&observed, &ctx, Some(definition)).await?;
     Ok(match requeue_for_ttl {
         Some(remaining) => Action::requeue(remaining),
         None => action,
@@ -268,8 +272,7 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
     };
     let pipelines = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(index);
     let run_configurations = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(index);
-    let controller = super::lean_controller(api)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
+    let controller = super::lean_controller(&ctx, api, |run: &Run| run.reconcile_trigger());
     let store = controller.store();
     let waiting_runs = move |matches: Box<dyn Fn(&Run) -> bool + Send>| {
         store
@@ -283,7 +286,9 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
     let waiting_for_rc = waiting_runs.clone();
     let mut controller = controller;
     if let Some(pipelines) = pipelines {
-        controller = controller.watches(pipelines, super::watcher_config(), move |pipeline: Pipeline| {
+        let pipelines =
+            super::trigger_stream(&ctx, pipelines, super::watcher_config(), "runs waiting on them");
+        controller = controller.watches_stream(pipelines, move |pipeline: Pipeline| {
             let namespace = pipeline.namespace();
             let name = pipeline.name_any();
             waiting_runs(Box::new(move |run: &Run| {
@@ -292,16 +297,17 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
         });
     }
     if let Some(run_configurations) = run_configurations {
-        controller =
-            controller.watches(run_configurations, super::watcher_config(), move |rc: RunConfiguration| {
-                let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
-                waiting_for_rc(Box::new(move |run: &Run| {
-                    let namespace = run.namespace().unwrap_or_default();
-                    super::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
-                        .iter()
-                        .any(|reference| reference.qualified(&namespace) == target)
-                }))
-            });
+        let run_configurations =
+            super::trigger_stream(&ctx, run_configurations, super::watcher_config(), "runs waiting on them");
+        controller = controller.watches_stream(run_configurations, move |rc: RunConfiguration| {
+            let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
+            waiting_for_rc(Box::new(move |run: &Run| {
+                let namespace = run.namespace().unwrap_or_default();
+                super::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
+                    .iter()
+                    .any(|reference| reference.qualified(&namespace) == target)
+            }))
+        });
     }
     let controller = controller.graceful_shutdown_on(shutdown);
     super::drain(

@@ -52,18 +52,32 @@ async fn lookup(ctx: &Context, name: &NamespacedName) -> Result<Option<Arc<RunCo
     Ok(api.get_opt(&name.name).await?.map(Arc::new))
 }
 
-/// The pipeline version to observe: pinned, the Pipeline's synchronised version, "" when it is
-/// gone, or the stored one while it is between states.
+/// The pipeline version to observe (pinned, the Pipeline's synchronised version, "" when it is
+/// gone, or the stored one while it is between states), and what is wrong with the Pipeline
+/// when there is no version to run.
 async fn pipeline_version(
     ctx: &Context,
     namespace: &str,
     pipeline: &PipelineIdentifier,
     stored: &str,
-) -> Result<String, Error> {
+) -> Result<(String, Option<(&'static str, String)>), Error> {
+    let name = format!("{namespace}/{}", pipeline.name);
     Ok(match observe_pipeline(ctx, namespace, pipeline).await? {
-        ObservedPipeline::Version(version) => version,
-        ObservedPipeline::Missing | ObservedPipeline::Waiting(SyncState::Deleted) => String::new(),
-        ObservedPipeline::Waiting(_) => stored.to_owned(),
+        ObservedPipeline::Version(version) => (version, None),
+        ObservedPipeline::Missing => {
+            (String::new(), Some(("PipelineNotFound", format!("pipeline {name} does not exist"))))
+        }
+        ObservedPipeline::Waiting(SyncState::Deleted) => {
+            (String::new(), Some(("PipelineNotFound", format!("pipeline {name} is deleted"))))
+        }
+        ObservedPipeline::Waiting(_) if !stored.is_empty() => (stored.to_owned(), None),
+        ObservedPipeline::Waiting(state) => (
+            String::new(),
+            Some((
+                "PipelineNotSynchronized",
+                format!("pipeline {name} has no synchronised version yet (it is {state})"),
+            )),
+        ),
     })
 }
 
@@ -193,6 +207,8 @@ async fn sync_schedules(
 /// RunConfiguration (qualified) with what was found.
 pub(crate) struct Observed {
     pub pipeline_version: String,
+    /// Why there is no pipeline version to run (reason, message), when there is none.
+    pub pipeline_problem: Option<(&'static str, String)>,
     pub dependencies: BTreeMap<NamespacedName, Option<Arc<RunConfiguration>>>,
 }
 
@@ -226,6 +242,7 @@ pub(crate) fn evaluate(
     let mut status = RunConfigurationStatus {
         provider: Some(rc.spec.run.provider.clone()),
         observed_generation: generation,
+        trigger_summary: rc.spec.triggers.summary(),
         ..previous
     };
 
@@ -283,6 +300,7 @@ pub(crate) fn evaluate(
     };
     let unresolved = match (&resolution, denial) {
         (_, Some(message)) => Some(("DependencyDenied", message)),
+        (_, None) if observed.pipeline_problem.is_some() => observed.pipeline_problem.clone(),
         (Err(message), None) => Some((
             "UnresolvedParameters",
             missing_dependency(rc, &namespace, observed).unwrap_or_else(|| message.clone()),
@@ -363,8 +381,9 @@ async fn observe(ctx: &Context, rc: &RunConfiguration) -> Result<Observed, Error
         dependencies.insert(dependency, found);
     }
     let stored = rc.status.as_ref().map(|s| s.dependencies.pipeline.version.as_str()).unwrap_or_default();
-    let pipeline_version = pipeline_version(ctx, &namespace, &rc.spec.run.pipeline, stored).await?;
-    Ok(Observed { pipeline_version, dependencies })
+    let (pipeline_version, pipeline_problem) =
+        pipeline_version(ctx, &namespace, &rc.spec.run.pipeline, stored).await?;
+    Ok(Observed { pipeline_version, pipeline_problem, dependencies })
 }
 
 /// Creates the Run a trigger calls for; an existing one (a repeat) is success. Returns whether
@@ -445,7 +464,7 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
         if let Some(object) = body.as_object_mut() {
             object.remove("latestRuns");
         }
-        ctx.apply_status(rc, &body).await?;
+        ctx.patch_status(rc, &body, &["latestRuns"]).await?;
         if SyncState::of_conditions(&previous.conditions) != Some(state) && state == SyncState::Failed {
             ctx.event(rc, true, "SyncFailed", message.clone()).await;
         }
@@ -455,9 +474,7 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
 }
 
 fn error_policy(rc: Arc<RunConfiguration>, error: &Error, rc_ctx: Arc<RcContext>) -> Action {
-    tracing::warn!(name = %rc.name_any(), category = error.category(), %error, "runconfiguration reconcile failed");
-    rc_ctx.ctx.metrics.failed("runconfiguration", error.category());
-    Action::requeue(rc_ctx.ctx.backoff(rc.as_ref()))
+    rc_ctx.ctx.retry_after("runconfiguration", rc.as_ref(), error)
 }
 
 /// Runs the RunConfiguration controller over the `slot`-th configured namespace. Its watch
@@ -471,17 +488,24 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     let scope = ctx.config.namespaces.get(slot).cloned();
     let (store, writer) = reflector::store();
     let mut feeder = ctx.index.feeder(scope.clone());
-    let own_changes = super::lean_reflector(api, super::watcher_config(), writer)
+    let own_changes = super::lean_reflector(&ctx, api, super::watcher_config(), writer, "reconciled")
         .inspect_ok(move |event| feeder.observe(event))
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
     let mut controller = Controller::for_stream(own_changes, store)
+        .trigger_backoff(super::watch::ShortPause)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
 
     let in_scope = move |name: &NamespacedName| scope.as_ref().is_none_or(|ns| *ns == name.namespace);
     for dependencies in super::apis::<RunConfiguration>(&ctx.client, &ctx.config) {
         let (index, in_scope) = (ctx.index.clone(), in_scope.clone());
-        controller = controller.watches(dependencies, super::watcher_config(), move |changed| {
+        let dependencies = super::trigger_stream(
+            &ctx,
+            dependencies,
+            super::watcher_config(),
+            "RunConfigurations depending on them",
+        );
+        controller = controller.watches_stream(dependencies, move |changed| {
             index
                 .referrers(&qualified_name(&changed))
                 .into_iter()
@@ -492,7 +516,9 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     }
     if let Some(pipelines) = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(slot) {
         let index = ctx.index.clone();
-        controller = controller.watches(pipelines, super::watcher_config(), move |pipeline: Pipeline| {
+        let pipelines =
+            super::trigger_stream(&ctx, pipelines, super::watcher_config(), "RunConfigurations running them");
+        controller = controller.watches_stream(pipelines, move |pipeline: Pipeline| {
             let namespace = pipeline.namespace().unwrap_or_default();
             let name = pipeline.name_any();
             index
@@ -504,9 +530,14 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     }
     let (schedules, schedules_writer) = reflector::store();
     if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(slot) {
-        controller = controller.owns(api.clone(), super::watcher_config());
         let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
-        let reflector = super::lean_reflector(api, owned, schedules_writer);
+        controller = controller.owns_stream(super::trigger_stream(
+            &ctx,
+            api.clone(),
+            owned.clone(),
+            "their RunConfigurations",
+        ));
+        let reflector = super::lean_reflector(&ctx, api, owned, schedules_writer, "owned schedules");
         tokio::spawn(reflector.for_each(|_| std::future::ready(())));
         let _ = schedules.wait_until_ready().await;
     }
@@ -596,6 +627,7 @@ mod tests {
     fn observed(dependency: &str, found: Option<Arc<RunConfiguration>>) -> Observed {
         Observed {
             pipeline_version: "v1".into(),
+            pipeline_problem: None,
             dependencies: BTreeMap::from([(dependency.parse().unwrap(), found)]),
         }
     }

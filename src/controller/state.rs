@@ -155,8 +155,8 @@ pub fn state_during(plan: &Plan) -> Option<SyncState> {
 pub enum Outcome {
     /// The call succeeded; for create and update, with the resource's id.
     Done { id: String },
-    /// The call failed with this message.
-    Failed { message: String },
+    /// The call failed with this message; the category names the failure in metrics.
+    Failed { message: String, category: &'static str },
 }
 
 /// Builds statuses. `now` stamps conditions that change.
@@ -265,7 +265,7 @@ pub fn default_message(reason: &str) -> String {
 
 fn message_of(outcome: Option<&Outcome>) -> &str {
     match outcome {
-        Some(Outcome::Failed { message }) => message,
+        Some(Outcome::Failed { message, .. }) => message,
         _ => "the provider call did not finish",
     }
 }
@@ -475,7 +475,7 @@ mod tests {
         let failed = builder.after(
             &update,
             &want,
-            Some(&Outcome::Failed { message: "update pipeline failed".into() }),
+            Some(&Outcome::Failed { message: "update pipeline failed".into(), category: "ProviderFailed" }),
         );
         assert_eq!(SyncState::of(&failed), SyncState::Failed);
         assert_eq!(failed.provider.as_ref().map(|p| p.id.as_str()), Some("id-1"), "the old provider is kept");
@@ -493,8 +493,11 @@ mod tests {
             Some(""),
             "the provider is kept, the id cleared"
         );
-        let still_deleting =
-            builder.after(&delete, &want, Some(&Outcome::Failed { message: "delete run failed".into() }));
+        let still_deleting = builder.after(
+            &delete,
+            &want,
+            Some(&Outcome::Failed { message: "delete run failed".into(), category: "ProviderFailed" }),
+        );
         assert_eq!(SyncState::of(&still_deleting), SyncState::Deleting);
     }
 

@@ -13,10 +13,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::state::{Desired, Outcome, Plan, StatusBuilder, SyncState, plan, synchronized_message};
+use super::state::{
+    Desired, Outcome, Plan, StatusBuilder, SyncState, plan, state_during, synchronized_message,
+};
 use super::{Context, Error, FORCE_DELETE_ANNOTATION};
 use crate::api::{self, Experiment, NamespacedName, Pipeline, Provider, RunSchedule, Status, hash};
-use crate::provider::{ProviderApi, ResourceKind, definitions};
+use crate::provider::{ProviderApi, ProviderError, ResourceKind, definitions};
 
 /// A kind the operator keeps in step with a provider.
 pub trait Synced:
@@ -30,6 +32,8 @@ pub trait Synced:
     + 'static
 {
     const RESOURCE: ResourceKind;
+    /// The top-level status fields written by the completion path rather than the reconciler.
+    const STATUS_WRITTEN_BY_OTHERS: &'static [&'static str] = &[];
 
     /// The Provider named by the spec.
     fn provider_ref(&self) -> &NamespacedName;
@@ -42,6 +46,10 @@ pub trait Synced:
     /// The whole status to apply when the common status becomes `status`.
     fn status_body(&self, status: Status) -> Value {
         json!(status)
+    }
+    /// What wakes a reconcile of the object itself (see [`super::lifecycle_hash`]).
+    fn reconcile_trigger(&self) -> Option<u64> {
+        super::lifecycle_hash(self, ())
     }
 }
 
@@ -141,7 +149,7 @@ async fn write_status<K: Synced>(
         .map(|c| c.message.clone())
         .unwrap_or_default();
     let changed_state = SyncState::of(previous) != state || message != synchronized_message(previous);
-    ctx.apply_status(object, &object.status_body(status.clone())).await?;
+    ctx.patch_status(object, &object.status_body(status.clone()), K::STATUS_WRITTEN_BY_OTHERS).await?;
     if changed_state {
         let mut note = format!("{state} [version: {:?}]", status.version);
         if message != super::state::default_message(state.as_str()) {
@@ -210,9 +218,11 @@ pub async fn reconcile_synced<K: Synced>(
             set_finalizer(ctx, object, false).await?;
             return Ok(Action::await_change());
         }
-        let refuse = Plan::Refuse { message: format!("provider {provider_name} not found") };
-        write_status(ctx, object, &previous, builder.after(&refuse, &desired, None)).await?;
-        return Ok(Action::requeue(ctx.backoff(object)));
+        let message = format!("provider {provider_name} not found");
+        let mut status = builder.after(&Plan::Refuse { message: message.clone() }, &desired, None);
+        show_next_attempt(&mut status, ctx.next_backoff(object));
+        write_status(ctx, object, &previous, status).await?;
+        return Err(Error::Recorded { category: "ProviderNotFound", message });
     };
 
     let allowed = &provider.spec.allowed_namespaces;
@@ -234,24 +244,49 @@ pub async fn reconcile_synced<K: Synced>(
         }
         _ => None,
     };
-    if let Some(during) = builder.during(&plan, &desired) {
+    // A retry of a failed call shows its failure until the call succeeds, rather than
+    // flipping to Creating/Updating/Deleting and back on every attempt.
+    let retrying = matches!(SyncState::of(&previous), SyncState::Failed | SyncState::Deleting)
+        && (deleting || previous.version == desired.version);
+    let during = builder.during(&plan, &desired).filter(|_| !retrying);
+    if let Some(during) = &during {
         write_status(ctx, object, &previous, during.clone()).await?;
-        let client = ctx.providers.client_for(&provider).await;
-        let outcome = match client {
-            Ok(client) => call(ctx, client.as_ref(), &plan, K::RESOURCE, definition.as_ref()).await,
-            Err(message) => Outcome::Failed { message },
-        };
-        let after_builder =
-            StatusBuilder { previous: &during, generation: object.meta().generation, now: now() };
-        let mut after = after_builder.after(&plan, &desired, Some(&outcome));
-        // The status before the call is what the object holds now.
-        after.observed_generation = object.meta().generation;
-        write_status(ctx, object, &during, after.clone()).await?;
-        return finish(ctx, object, &after, deleting).await;
     }
-    let after = builder.after(&plan, &desired, None);
-    write_status(ctx, object, &previous, after.clone()).await?;
+    let outcome = match state_during(&plan) {
+        Some(_) => Some(match ctx.providers.client_for(&provider).await {
+            Ok(client) => call(ctx, client.as_ref(), &plan, K::RESOURCE, definition.as_ref()).await,
+            Err(message) => Outcome::Failed { message, category: "ProviderUnavailable" },
+        }),
+        None => None,
+    };
+    let shown = during.as_ref().unwrap_or(&previous);
+    let after_builder = StatusBuilder { previous: shown, generation: object.meta().generation, now: now() };
+    let mut after = after_builder.after(&plan, &desired, outcome.as_ref());
+    let failure = match (&outcome, &plan) {
+        (Some(Outcome::Failed { message, category }), _) => Some((*category, message.clone())),
+        (_, Plan::Refuse { message }) => Some(("Refused", message.clone())),
+        _ => None,
+    };
+    if failure.is_some() {
+        show_next_attempt(&mut after, ctx.next_backoff(object));
+    }
+    write_status(ctx, object, shown, after.clone()).await?;
+    if let Some((category, message)) = failure {
+        return Err(Error::Recorded { category, message });
+    }
     finish(ctx, object, &after, deleting).await
+}
+
+/// Adds when the next attempt comes to the `Ready` message of a failed status; the
+/// `Synchronized` message stays the provider's.
+fn show_next_attempt(status: &mut Status, delay: std::time::Duration) {
+    let at = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::ZERO))
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == super::state::READY) {
+        ready.message = format!("{}; next attempt in {}s, at {at}", ready.message, delay.as_secs().max(1));
+    }
 }
 
 async fn finish<K: Synced>(
@@ -295,13 +330,21 @@ async fn call(
             return Outcome::Done { id: String::new() };
         }
     };
-    match result {
-        Ok(Ok(id)) => Outcome::Done { id },
-        Ok(Err(error)) => Outcome::Failed { message: error.to_string() },
-        Err(_) => {
-            Outcome::Failed { message: format!("the provider did not answer within {}s", timeout.as_secs()) }
+    let operation = match plan {
+        Plan::Create => "create",
+        Plan::Update { .. } => "update",
+        _ => "delete",
+    };
+    let error = match result {
+        Ok(Ok(id)) => {
+            ctx.metrics.provider_call(kind.as_str(), operation, "ok");
+            return Outcome::Done { id };
         }
-    }
+        Ok(Err(error)) => error,
+        Err(_) => ProviderError::Timeout { seconds: timeout.as_secs() },
+    };
+    ctx.metrics.provider_call(kind.as_str(), operation, error.category());
+    Outcome::Failed { message: error.to_string(), category: error.category() }
 }
 
 async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -309,9 +352,7 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context>) -> Result<Actio
 }
 
 pub fn error_policy<K: Synced>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(kind = K::kind(&()).as_ref(), name = %object.name_any(), category = error.category(), %error, "reconcile failed");
-    ctx.metrics.failed(K::RESOURCE.as_str(), error.category());
-    Action::requeue(ctx.backoff(object.as_ref()))
+    ctx.retry_after(K::RESOURCE.as_str(), object.as_ref(), error)
 }
 
 /// Runs the controller of kind `K` over the `index`-th configured namespace.
@@ -319,8 +360,7 @@ pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown
     let Some(api) = super::apis::<K>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };
-    let controller = super::lean_controller(api)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+    let controller = super::lean_controller(&ctx, api, |object: &K| object.reconcile_trigger())
         .graceful_shutdown_on(shutdown);
     super::drain(
         controller.run(reconcile::<K>, error_policy::<K>, ctx.clone()),

@@ -4,8 +4,8 @@
 
 pub mod webhook;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,17 +15,33 @@ use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 
+use crate::controller::watch::WatchHealth;
+
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the admin endpoints report on.
 pub struct AdminState {
     ready: AtomicBool,
     registry: Registry,
+    watches: OnceLock<Arc<WatchHealth>>,
 }
 
 impl AdminState {
     pub fn new(registry: Registry) -> Arc<Self> {
-        Arc::new(Self { ready: AtomicBool::new(false), registry })
+        Arc::new(Self { ready: AtomicBool::new(false), registry, watches: OnceLock::new() })
+    }
+
+    /// Makes readiness also depend on every watch of `watches` being in step.
+    pub fn watch_health(&self, watches: Arc<WatchHealth>) {
+        let _ = self.watches.set(watches);
+    }
+
+    /// Why the operator is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("starting".into());
+        }
+        self.watches.get().and_then(|watches| watches.not_ready_reason())
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -47,10 +63,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if state.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting")
+    match state.not_ready_reason() {
+        None => (StatusCode::OK, "ready".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
     }
 }
 
@@ -85,6 +100,20 @@ mod tests {
         assert_eq!(get_path(state.clone(), "/livez").await.0, StatusCode::OK);
         assert_eq!(get_path(state.clone(), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         state.set_ready(true);
+        assert_eq!(get_path(state.clone(), "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_watch_out_of_step_makes_the_operator_unready_and_says_which() {
+        let state = AdminState::new(Registry::default());
+        let watches = WatchHealth::new();
+        state.watch_health(watches.clone());
+        state.set_ready(true);
+        let listing = watches.register("Runs in namespace ml (reconciled)".into());
+        let (status, body) = get_path(state.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready: the watch of Runs in namespace ml (reconciled) is listing");
+        drop(listing);
         assert_eq!(get_path(state.clone(), "/readyz").await.0, StatusCode::OK);
     }
 

@@ -1,8 +1,8 @@
 //! Fixture builders on the API types shared by the integration tests.
 
 use kfp_operator::api::{
-    Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec,
-    ProviderType, RunConfiguration, RunConfigurationSpec, RunSpec, Triggers,
+    Experiment, ExperimentSpec, Framework, NamespacedName, Pipeline, PipelineFramework, PipelineSpec,
+    Provider, ProviderSpec, ProviderType, RunConfiguration, RunConfigurationSpec, RunSpec, Triggers,
 };
 use serde_json::json;
 
@@ -33,6 +33,11 @@ pub fn pipeline(name: &str, provider: &NamespacedName) -> Pipeline {
             framework: PipelineFramework::new("tfx"),
         },
     )
+}
+
+/// An Experiment `name` on `provider`, without a description.
+pub fn experiment(name: &str, provider: &NamespacedName) -> Experiment {
+    Experiment::new(name, ExperimentSpec { provider: provider.clone(), description: String::new() })
 }
 
 /// A RunConfiguration `name` running the Pipeline `penguin` on `provider` with `triggers`.

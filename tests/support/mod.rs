@@ -40,6 +40,78 @@ fn dev_env_command(subcommand: &str) -> Command {
     command
 }
 
+/// An etcd + kube-apiserver of one test's own (a test that kills and restarts the API server
+/// must not take the shared one down), in a temporary directory on free ports; stopped when
+/// dropped.
+pub struct PrivateControlPlane {
+    pub dir: tempfile::TempDir,
+    ports: [u16; 3],
+}
+
+impl PrivateControlPlane {
+    /// Starts etcd and the API server (through `dev-env up`) and installs the CRDs.
+    pub async fn start() -> Self {
+        let plane =
+            Self { dir: tempfile::tempdir().unwrap(), ports: [free_port(), free_port(), free_port()] };
+        plane.up();
+        let client = plane.client().await;
+        kfp_operator::crds::install(&client, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("installing the CRDs on the private apiserver failed: {e}"));
+        plane
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .arg(repo_root().join("deploy/local/dev-env"))
+            .arg(subcommand)
+            .env("KFP_DEV_ENV_DIR", self.dir.path())
+            .env("KFP_ETCD_PORT", self.ports[0].to_string())
+            .env("KFP_APISERVER_PORT", self.ports[1].to_string())
+            .env("KFP_NATS_PORT", self.ports[2].to_string())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts whatever is not running (idempotent), and returns once the API server is ready.
+    pub fn up(&self) {
+        let output = self.command("up").output().expect("running deploy/local/dev-env up");
+        assert!(
+            output.status.success(),
+            "the private control plane did not start:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// SIGKILLs the API server (etcd keeps running).
+    pub fn kill_apiserver(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("apiserver.pid")).unwrap();
+        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().unwrap();
+        assert!(status.success(), "killing the API server (pid {pid})");
+        for _ in 0..100 {
+            if TcpListener::bind(("127.0.0.1", self.ports[1])).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        client_for(&self.kubeconfig()).await
+    }
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        let _ = self.command("down").output();
+    }
+}
+
 /// The shared control plane of this test binary.
 pub struct ControlPlane {
     pub kubeconfig: PathBuf,
@@ -238,6 +310,55 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Per object name: the status last seen and how often it changed.
+type StatusChanges = std::collections::BTreeMap<String, (Option<serde_json::Value>, u32)>;
+
+/// Counts, per object name, how often the API server saw its status change (from a watch).
+#[derive(Clone, Default)]
+pub struct StatusWrites(std::sync::Arc<std::sync::Mutex<StatusChanges>>);
+
+impl StatusWrites {
+    pub fn watch<K>(&self, api: Api<K>) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let counts = self.0.clone();
+        tokio::spawn(async move {
+            let mut events = futures::StreamExt::boxed(kube::runtime::watcher(
+                api,
+                kube::runtime::watcher::Config::default(),
+            ));
+            while let Some(event) = futures::StreamExt::next(&mut events).await {
+                let (object, listed) = match event {
+                    Ok(kube::runtime::watcher::Event::Apply(object)) => (object, false),
+                    Ok(kube::runtime::watcher::Event::InitApply(object)) => (object, true),
+                    _ => continue,
+                };
+                let status = serde_json::to_value(&object).unwrap().get("status").cloned();
+                let mut counts = counts.lock().unwrap();
+                let entry = counts.entry(kube::ResourceExt::name_any(&object)).or_insert((None, 0));
+                if status != entry.0 {
+                    if !listed {
+                        entry.1 += 1;
+                    }
+                    entry.0 = status;
+                }
+            }
+        })
+    }
+
+    pub fn of(&self, name: &str) -> u32 {
+        self.0.lock().unwrap().get(name).map_or(0, |entry| entry.1)
+    }
+}
+
 pub mod fixtures;
 pub mod operator;
 
