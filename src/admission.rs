@@ -69,7 +69,7 @@ fn parameters(parameters: &[Parameter], problems: &mut Vec<String>) {
 
 fn run_spec(spec: &RunSpec, problems: &mut Vec<String>) {
     parameters(&spec.parameters, problems);
-    if let Some(message) = crate::controller::run::invalid_artifact_filter(&spec.artifacts) {
+    if let Some(message) = crate::api::filter::invalid_artifact_filter(&spec.artifacts) {
         problems.push(message);
     }
 }

@@ -11,10 +11,10 @@ use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
+use crate::api::conditions::SyncState;
 use crate::api::{NamespacedName, Provider, ProviderType, Run};
 use crate::config::OperatorConfig;
 use crate::controller::Shutdown;
-use crate::controller::state::SyncState;
 use crate::events::ingest::Ingest;
 use crate::provider::stub::{StubProvider, StubRun, StubSettings};
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
+use kfp_operator::api::conditions::{SYNCHRONIZED, SyncState};
 use kfp_operator::api::{
     Experiment, ExperimentSpec, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider,
     ProviderSpec, Run, RunSchedule, RunScheduleSpec, RunSpec, Schedule, Status,
 };
 use kfp_operator::controller;
-use kfp_operator::controller::state::{SYNCHRONIZED, SyncState};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;

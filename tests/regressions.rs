@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kfp_operator::api::conditions::{READY, SYNCHRONIZED, SyncState};
 use kfp_operator::api::{
     Experiment, NamespacedName, OnChangeType, Pipeline, Run, RunConfiguration, RunSchedule, RunScheduleSpec,
     RunSpec, Schedule, Status, Triggers,
 };
-use kfp_operator::controller::state::{READY, SYNCHRONIZED, SyncState};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;

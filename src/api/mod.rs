@@ -2,9 +2,12 @@
 //! types and the version hashing. Pure: nothing here talks to a cluster.
 
 pub mod common;
+pub mod conditions;
 pub mod crd;
 pub mod experiment;
+pub mod filter;
 pub mod hash;
+pub mod labels;
 pub mod pipeline;
 pub mod provider;
 pub mod run;

@@ -17,9 +17,9 @@ use futures::StreamExt;
 use kube::ResourceExt;
 
 use super::Context;
-use super::dependencies::referenced_run_configurations;
 use super::run_configuration::{Evaluation, Observed, create_triggered_run, evaluate, triggered_run};
 use crate::api::{NamespacedName, Run, RunConfiguration, RunReference};
+use crate::triggers::dependencies::referenced_run_configurations;
 use crate::triggers::{TriggerKind, qualified_name};
 
 /// How long a completion waits for the index to be complete after the operator started.

@@ -14,9 +14,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use kube::runtime::watcher;
 
-use super::dependencies::referenced_run_configurations;
 use crate::api::{NamespacedName, Run, RunConfiguration};
 use crate::recent::RecentKeys;
+use crate::triggers::dependencies::referenced_run_configurations;
 use crate::triggers::{DependencyGraph, qualified_name, trigger_dependencies};
 
 /// How long a Run the engine created is remembered, so that the reconciler acting on the same

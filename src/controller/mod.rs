@@ -3,7 +3,6 @@
 //! (pure), builds the desired provider state (pure), calls the provider, computes the status
 //! (pure) and writes it with one deterministic server-side apply.
 
-pub mod dependencies;
 pub mod fan_out;
 pub mod index;
 pub mod metrics;

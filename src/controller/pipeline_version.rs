@@ -4,7 +4,7 @@
 use kube::api::Api;
 
 use super::Context;
-use super::state::SyncState;
+use crate::api::conditions::SyncState;
 use crate::api::{Pipeline, PipelineIdentifier};
 
 /// What the referenced Pipeline offers.

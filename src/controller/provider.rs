@@ -17,8 +17,9 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::state::{Plan, StatusBuilder, SyncState};
+use super::state::{Plan, StatusBuilder};
 use super::{Context, Error};
+use crate::api::conditions::SyncState;
 use crate::api::{NamespacedName, Provider, ProviderType, Status};
 use crate::config::ProviderDefaults;
 use crate::crds::FIELD_MANAGER;

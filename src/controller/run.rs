@@ -12,19 +12,17 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::dependencies::{dependency_map, resolve_parameters};
 use super::pipeline_version::{ObservedPipeline, observe_pipeline};
-use super::state::{READY, SYNCHRONIZED, new_condition, set_condition};
 use super::sync::{Synced, reconcile_synced};
 use super::{Context, Error};
+use crate::api::conditions::{DEPENDENCIES_RESOLVED, READY, SYNCHRONIZED, new_condition, set_condition};
 use crate::api::{
     CompletionState, NamespacedName, Pipeline, Provider, Run, RunConfiguration, RunReference, RunStatus,
     Status, hash,
 };
 use crate::provider::{ResourceKind, definitions};
+use crate::triggers::dependencies::{dependency_map, resolve_parameters};
 
-/// The condition that says whether a run's dependencies are known.
-pub const DEPENDENCIES_RESOLVED: &str = "DependenciesResolved";
 /// The field manager of completion states, apart from the reconciler's.
 pub const COMPLETION_FIELD_MANAGER: &str = "kfp-operator-completion";
 
@@ -125,7 +123,7 @@ async fn latest_succeeded_runs(
 ) -> Result<Vec<(NamespacedName, Option<RunReference>)>, Error> {
     let namespace = run.namespace().unwrap_or_default();
     let mut found = Vec::new();
-    for reference in super::dependencies::referenced_run_configurations(&run.spec.parameters, &[]) {
+    for reference in crate::triggers::dependencies::referenced_run_configurations(&run.spec.parameters, &[]) {
         let qualified = reference.qualified(&namespace);
         let api: Api<RunConfiguration> = Api::namespaced(ctx.client.clone(), &qualified.namespace);
         let latest = api.get_opt(&qualified.name).await?.and_then(|rc| rc.status?.latest_runs.succeeded);
@@ -173,7 +171,7 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
         );
         return refuse(&ctx, run, status, "SpecImmutable", message).await;
     }
-    if let Some(message) = invalid_artifact_filter(&run.spec.artifacts) {
+    if let Some(message) = crate::api::filter::invalid_artifact_filter(&run.spec.artifacts) {
         return refuse(&ctx, run, status, "InvalidSpec", message).await;
     }
 
@@ -231,15 +229,6 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Error
     Ok(match requeue_for_ttl {
         Some(remaining) => Action::requeue(remaining),
         None => action,
-    })
-}
-
-/// The first declared artifact whose filter does not parse, as a message.
-pub fn invalid_artifact_filter(artifacts: &[crate::api::OutputArtifact]) -> Option<String> {
-    artifacts.iter().filter(|a| !a.path.filter.is_empty()).find_map(|artifact| {
-        crate::events::filter::parse(&artifact.path.filter)
-            .err()
-            .map(|error| format!("artifact {:?}: {error}", artifact.name))
     })
 }
 
@@ -303,7 +292,7 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Sh
             let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
             waiting_for_rc(Box::new(move |run: &Run| {
                 let namespace = run.namespace().unwrap_or_default();
-                super::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
+                crate::triggers::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
                     .iter()
                     .any(|reference| reference.qualified(&namespace) == target)
             }))

@@ -16,24 +16,21 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha1::{Digest, Sha1};
 
-use super::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
 use super::pipeline_version::{ObservedPipeline, observe_pipeline};
-use super::state::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
 use super::{Context, Error};
+use crate::api::conditions::{
+    DEPENDENCIES_RESOLVED, DEPENDENCY_CYCLE, READY, SYNCHRONIZED, SyncState, new_condition, set_condition,
+};
+use crate::api::labels;
 use crate::api::{
     NamedValue, NamespacedName, Parameter, Pipeline, PipelineIdentifier, Run, RunConfiguration,
     RunConfigurationStatus, RunReference, RunSchedule, RunScheduleSpec, RunSpec, hash,
 };
-use crate::provider::definitions::labels;
+use crate::triggers::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
 use crate::triggers::{
     CrossNamespacePolicy, DecisionInput, DependencyGraph, Trigger, check_reference, cycle_suppressed, decide,
     qualified_name,
 };
-
-/// Says whether all dependencies of a RunConfiguration are known.
-pub const DEPENDENCIES_RESOLVED: &str = "DependenciesResolved";
-/// Says whether a RunConfiguration is part of a dependency cycle.
-pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
 
 /// The reconciler's context: the shared one plus the owned RunSchedules.
 pub struct RcContext {
@@ -199,7 +196,7 @@ async fn sync_schedules(
         let message = failed.conditions.iter().find(|c| c.type_ == SYNCHRONIZED).map(|c| c.message.clone());
         (SyncState::Failed, message.unwrap_or_else(|| "a RunSchedule failed".into()))
     } else {
-        (SyncState::Succeeded, super::state::default_message("Succeeded"))
+        (SyncState::Succeeded, crate::api::conditions::default_message("Succeeded"))
     })
 }
 
@@ -246,7 +243,7 @@ pub(crate) fn evaluate(
         ..previous
     };
 
-    let invalid_spec = super::run::invalid_artifact_filter(&rc.spec.run.artifacts);
+    let invalid_spec = crate::api::filter::invalid_artifact_filter(&rc.spec.run.artifacts);
     let mut suppressed = cycle_suppressed(graph, &name, &rc.spec.triggers.run_configurations);
     let cycle_condition = match graph.in_cycle(&name) {
         Some(cycle) => {

@@ -13,10 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::state::{
-    Desired, Outcome, Plan, StatusBuilder, SyncState, plan, state_during, synchronized_message,
-};
+use super::state::{Desired, Outcome, Plan, StatusBuilder, plan, state_during};
 use super::{Context, Error, FORCE_DELETE_ANNOTATION};
+use crate::api::conditions::{SyncState, synchronized_message};
 use crate::api::{self, Experiment, NamespacedName, Pipeline, Provider, RunSchedule, Status, hash};
 use crate::provider::{ProviderApi, ProviderError, ResourceKind, definitions};
 
@@ -145,14 +144,14 @@ async fn write_status<K: Synced>(
     let message = status
         .conditions
         .iter()
-        .find(|c| c.type_ == super::state::SYNCHRONIZED)
+        .find(|c| c.type_ == crate::api::conditions::SYNCHRONIZED)
         .map(|c| c.message.clone())
         .unwrap_or_default();
     let changed_state = SyncState::of(previous) != state || message != synchronized_message(previous);
     ctx.patch_status(object, &object.status_body(status.clone()), K::STATUS_WRITTEN_BY_OTHERS).await?;
     if changed_state {
         let mut note = format!("{state} [version: {:?}]", status.version);
-        if message != super::state::default_message(state.as_str()) {
+        if message != crate::api::conditions::default_message(state.as_str()) {
             note.push_str(": ");
             note.push_str(&message);
         }
@@ -284,7 +283,7 @@ fn show_next_attempt(status: &mut Status, delay: std::time::Duration) {
         .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::ZERO))
         .map(|t| t.round(jiff::Unit::Second).unwrap_or(t))
         .unwrap_or_else(|_| jiff::Timestamp::now());
-    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == super::state::READY) {
+    if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == crate::api::conditions::READY) {
         ready.message = format!("{}; next attempt in {}s, at {at}", ready.message, delay.as_secs().max(1));
     }
 }

@@ -9,7 +9,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::filter::{self, Filter, FilterError};
+use crate::api::filter::{self, Filter, FilterError};
 use crate::api::{Artifact, NamespacedName, OutputArtifact};
 
 /// How a run finished. Serialised in lower case, as the reference does.

@@ -13,13 +13,13 @@
 pub mod cloudevent;
 pub mod completion;
 pub mod consumer;
-pub mod filter;
 pub mod ingest;
 mod schema;
 pub mod sink;
 pub mod sinks;
 pub mod tail;
 
+pub use crate::api::filter::{EvalError, Filter, FilterError};
 pub use cloudevent::{
     CloudEventError, CloudEventOptions, DEFAULT_SCHEMA_BASE, EventKind, JSON_CONTENT_TYPE, MODEL_READY_TYPE,
     RUN_COMPLETION_TYPE, SOURCE_PREFIX, cloud_event, cloud_events_for, event_id, event_source, event_subject,
@@ -29,5 +29,4 @@ pub use completion::{
     ComponentArtifact, ComponentArtifactInstance, PipelineComponent, RunCompletionEvent,
     RunCompletionEventData, RunCompletionStatus, select_artifacts,
 };
-pub use filter::{EvalError, Filter, FilterError};
 pub use schema::{RUN_COMPLETION_EVENT_DATA_SCHEMA, RUN_COMPLETION_EVENT_SCHEMA, schemas};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::api::labels;
 use crate::api::{
     self, Experiment, NamedValue, NamespacedName, OutputArtifact, PatchType, Pipeline, Provider, Run,
     RunSchedule, hash,
@@ -108,14 +109,6 @@ pub struct TriggerIndicator {
     pub trigger_type: String,
     pub source: String,
     pub source_namespace: String,
-}
-
-/// Label keys that carry a run's trigger and owning RunConfiguration.
-pub mod labels {
-    pub const RUN_CONFIGURATION: &str = "pipelines.kubeflow.org/runconfiguration.name";
-    pub const TRIGGER_TYPE: &str = "pipelines.kubeflow.org/trigger-type";
-    pub const TRIGGER_SOURCE: &str = "pipelines.kubeflow.org/trigger-source";
-    pub const TRIGGER_SOURCE_NAMESPACE: &str = "pipelines.kubeflow.org/trigger-source-namespace";
 }
 
 fn namespaced_or_empty(namespace: &str, name: &str) -> String {

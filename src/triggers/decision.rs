@@ -59,11 +59,11 @@ use serde::{Deserialize, Serialize};
 use super::graph::DependencyGraph;
 use super::naming;
 use crate::api::hash::run_spec_version;
+use crate::api::labels;
 use crate::api::{
     NamespacedName, ObservedVersion, OnChangeType, RunConfigurationSpec, RunConfigurationStatus,
     RunReference, TriggeredRunReference, TriggersStatus,
 };
-use crate::provider::definitions::labels;
 
 /// Why a Run was started by a RunConfiguration trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

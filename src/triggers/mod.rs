@@ -4,7 +4,7 @@
 //! RunConfigurations for `kfp-operator graph`; the controller fetches, calls into this, and writes.
 //!
 //! How the parts fit, per RunConfiguration reconcile:
-//! 1. refresh `status.dependencies` ([`crate::controller::dependencies::dependency_map`]);
+//! 1. refresh `status.dependencies` ([`crate::triggers::dependencies::dependency_map`]);
 //! 2. suppress trigger entries that are cycle edges ([`cycle_suppressed`]) or refused by
 //!    [`check_reference`]; hold firing while the parameters do not resolve;
 //! 3. [`decide`]; create one Run per [`Trigger`] in [`Decision::fire`], named
@@ -12,6 +12,7 @@
 //! 4. write [`Decision::new_status`] as `status.triggers`.
 
 pub mod decision;
+pub mod dependencies;
 pub mod graph;
 pub mod naming;
 pub mod policy;
@@ -65,7 +66,7 @@ pub async fn graph_of_cluster(
 ) -> Result<String, kube::Error> {
     use kube::api::{Api, ListParams};
 
-    use crate::controller::state::SyncState;
+    use crate::api::conditions::SyncState;
 
     let api: Api<crate::api::RunConfiguration> = match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),

@@ -1,4 +1,5 @@
-//! Artifact filter expressions: the boolean language of HashiCorp go-bexpr, which the
+//! Artifact filter expressions (part of the API: specs declare them, admission validates them,
+//! completions evaluate them): the boolean language of HashiCorp go-bexpr, which the
 //! reference evaluates against an artifact instance's `metadata` (`Pusher:pushed_model[pushed == 1]`).
 //!
 //! # Grammar (go-bexpr's PEG, ordered choice)
@@ -930,6 +931,13 @@ fn unquote_go(body: &[char]) -> Result<String, String> {
         }
     }
     String::from_utf8(bytes).map_err(|_| "escapes do not form valid UTF-8".to_owned())
+}
+
+/// The first declared artifact whose filter does not parse, as a message.
+pub fn invalid_artifact_filter(artifacts: &[super::OutputArtifact]) -> Option<String> {
+    artifacts.iter().filter(|a| !a.path.filter.is_empty()).find_map(|artifact| {
+        parse(&artifact.path.filter).err().map(|error| format!("artifact {:?}: {error}", artifact.name))
+    })
 }
 
 #[cfg(test)]
