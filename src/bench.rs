@@ -452,7 +452,7 @@ impl EngineUnderTest {
         let registry = crate::controller::ProviderRegistry::new(config.provider_defaults.clone(), None);
         let ctx = crate::controller::Context::new(client.clone(), config, registry, Default::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = crate::controller::shutdown_signal(async move {
+        let shutdown = crate::shutdown::shutdown_signal(async move {
             let _ = stopped.await;
         });
         let controller =
@@ -477,7 +477,7 @@ impl EngineUnderTest {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let ingest = Ingest::new(
-            Arc::new(crate::events::ingest::KubeResources::new(client.clone()).with_trigger_engine(ctx)),
+            Arc::new(crate::completion::KubeResources::new(client.clone()).with_trigger_engine(ctx)),
             Vec::new(),
             CloudEventOptions::default(),
             16,

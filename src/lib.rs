@@ -16,4 +16,5 @@ pub mod operator;
 pub mod provider;
 pub mod recent;
 pub mod server;
+pub mod shutdown;
 pub mod triggers;

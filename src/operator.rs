@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
-use crate::events::ingest::{Ingest, KubeResources};
+use crate::completion::KubeResources;
+use crate::events::ingest::Ingest;
 use crate::leader::LeaderElection;
 use crate::server::{self, AdminState};
 use crate::{completion, controller, crds, events};
@@ -40,7 +41,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%admin_addr, "admin server listening");
     let leadership_lost = Arc::new(tokio::sync::Notify::new());
     let lost = leadership_lost.clone();
-    let shutdown = controller::shutdown_signal(async move {
+    let shutdown = crate::shutdown::shutdown_signal(async move {
         tokio::select! {
             () = shutdown_signal() => {},
             () = lost.notified() => {},
@@ -131,7 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let resync_client = client.clone();
     tokio::spawn(async move {
-        match completion::resync_stub_runs(&resync_client, &config, &stub_runs).await {
+        match completion::stub::resync_stub_runs(&resync_client, &config, &stub_runs).await {
             Ok(0) => {}
             Ok(resumed) => {
                 tracing::info!(resumed, "completing stub runs that were in flight when the operator stopped");
@@ -139,7 +140,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Err(error) => tracing::warn!(%error, "could not look for stub runs in flight before the start"),
         }
     });
-    let completions = tokio::spawn(completion::complete_stub_runs(ingest, created_runs, shutdown.clone()));
+    let completions =
+        tokio::spawn(completion::stub::complete_stub_runs(ingest, created_runs, shutdown.clone()));
     let index = ctx.index.clone();
     admin.watch_health(ctx.watches.clone());
     let controllers = tokio::spawn(controller::run(ctx, shutdown.clone()));

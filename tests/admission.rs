@@ -105,7 +105,7 @@ async fn the_apiserver_refuses_bad_manifests_through_the_webhook() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = kfp_operator::controller::shutdown_signal(async move {
+    let shutdown = kfp_operator::shutdown::shutdown_signal(async move {
         let _ = stopped.await;
     });
     let server = tokio::spawn(kfp_operator::server::webhook::serve(

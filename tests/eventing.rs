@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kfp_operator::api::{ArtifactPath, NamespacedName, OutputArtifact, Run, RunSpec};
+use kfp_operator::completion::KubeResources;
 use kfp_operator::config::{ArgoEventBusSink, EventsConfig, LegacyNatsSink, NatsConnection};
-use kfp_operator::events::ingest::{Ingest, KubeResources};
+use kfp_operator::events::ingest::Ingest;
 use kfp_operator::events::sinks::build_sinks;
 use kfp_operator::events::{CloudEventOptions, RunCompletionEventData};
 use kube::api::{Api, PostParams};
@@ -362,7 +363,7 @@ async fn the_completion_consumer_records_and_dead_letters() {
     sinks.all[0].publish(&outgoing).await.unwrap();
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = kfp_operator::controller::shutdown_signal(async move {
+    let shutdown = kfp_operator::shutdown::shutdown_signal(async move {
         let _ = stopped.await;
     });
     let consumer = tokio::spawn(kfp_operator::events::consumer::consume_completions(

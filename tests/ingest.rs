@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kfp_operator::api::{ArtifactPath, CompletionState, NamespacedName, OutputArtifact, Run, RunSpec};
+use kfp_operator::completion::KubeResources;
 use kfp_operator::events::CloudEventOptions;
-use kfp_operator::events::ingest::{Ingest, KubeResources};
+use kfp_operator::events::ingest::Ingest;
 use kfp_operator::events::sink::{Outgoing, Sink, SinkError};
 use kube::api::{Api, PostParams};
 use serde_json::json;

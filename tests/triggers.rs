@@ -248,7 +248,7 @@ fn completion(
 
 fn ingest_without_engine(client: &kube::Client) -> std::sync::Arc<kfp_operator::events::ingest::Ingest> {
     kfp_operator::events::ingest::Ingest::new(
-        std::sync::Arc::new(kfp_operator::events::ingest::KubeResources::new(client.clone())),
+        std::sync::Arc::new(kfp_operator::completion::KubeResources::new(client.clone())),
         vec![],
         Default::default(),
         8,
@@ -311,7 +311,7 @@ async fn completions_fire_each_dependant_exactly_once() {
 
     // The fan-out repeated (a redelivery that finds the success not yet recorded) creates nothing.
     let dependency = rcs.get("dep").await.unwrap();
-    let repeated = kfp_operator::controller::fan_out::fan_out(
+    let repeated = kfp_operator::completion::fan_out::fan_out(
         &operator.context(),
         &dependency,
         &dependency.status.clone().unwrap().latest_runs.succeeded.unwrap(),

@@ -3,8 +3,6 @@
 //! (pure), builds the desired provider state (pure), calls the provider, computes the status
 //! (pure) and writes it with one deterministic server-side apply.
 
-pub mod fan_out;
-pub mod index;
 pub mod metrics;
 pub mod pipeline_version;
 pub mod provider;
@@ -79,7 +77,7 @@ pub struct Context {
     pub providers: ProviderRegistry,
     pub metrics: metrics::Metrics,
     /// Every watched RunConfiguration, for the trigger engine.
-    pub index: Arc<index::RunConfigurationIndex>,
+    pub index: Arc<crate::triggers::index::RunConfigurationIndex>,
     /// The state of every watch, for `/readyz`.
     pub watches: Arc<watch::WatchHealth>,
     /// Failed attempts per object (`kind/namespace/name`) at a generation, for backoff; cleared
@@ -102,7 +100,7 @@ impl Context {
             client.clone(),
             Reporter { controller: "kfp-operator".into(), instance: Some(instance) },
         );
-        let index = Arc::new(index::RunConfigurationIndex::new(config.namespaces.len()));
+        let index = Arc::new(crate::triggers::index::RunConfigurationIndex::new(config.namespaces.len()));
         Arc::new(Self {
             client,
             recorder,
@@ -358,17 +356,8 @@ where
     }
 }
 
-/// A shutdown signal every controller can wait on.
-pub type Shutdown = futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
-
-/// Turns a future into a [`Shutdown`] signal.
-pub fn shutdown_signal(signal: impl std::future::Future<Output = ()> + Send + 'static) -> Shutdown {
-    let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(signal);
-    futures::FutureExt::shared(boxed)
-}
-
 /// Runs every controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
+pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
     let mut tasks = Vec::new();
     for namespace_apis in 0..apis::<crate::api::Pipeline>(&ctx.client, &ctx.config).len() {
         tasks.push(tokio::spawn(sync::run_controller::<crate::api::Pipeline>(

@@ -258,7 +258,7 @@ fn error_policy(provider: Arc<Provider>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 /// Runs the Provider controller over the `index`-th configured namespace.
-pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
+pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
     let Some(api) = super::apis::<Provider>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };

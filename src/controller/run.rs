@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -17,14 +17,10 @@ use super::sync::{Synced, reconcile_synced};
 use super::{Context, Error};
 use crate::api::conditions::{DEPENDENCIES_RESOLVED, READY, SYNCHRONIZED, new_condition, set_condition};
 use crate::api::{
-    CompletionState, NamespacedName, Pipeline, Provider, Run, RunConfiguration, RunReference, RunStatus,
-    Status, hash,
+    NamespacedName, Pipeline, Provider, Run, RunConfiguration, RunReference, RunStatus, Status, hash,
 };
 use crate::provider::{ResourceKind, definitions};
 use crate::triggers::dependencies::{dependency_map, resolve_parameters};
-
-/// The field manager of completion states, apart from the reconciler's.
-pub const COMPLETION_FIELD_MANAGER: &str = "kfp-operator-completion";
 
 impl Synced for Run {
     const RESOURCE: ResourceKind = ResourceKind::Run;
@@ -59,33 +55,6 @@ fn owned_status(status: &RunStatus) -> Value {
         object.remove("completionState");
     }
     body
-}
-
-/// Records that a run finished, as reported by a completion event. Returns false when the Run
-/// does not exist.
-pub async fn record_completion(
-    client: &kube::Client,
-    run: &NamespacedName,
-    state: CompletionState,
-) -> Result<bool, kube::Error> {
-    let api: Api<Run> = Api::namespaced(client.clone(), &run.namespace);
-    let body = json!({
-        "apiVersion": Run::api_version(&()),
-        "kind": "Run",
-        "status": { "completionState": state },
-    });
-    match api
-        .patch_status(&run.name, &PatchParams::apply(COMPLETION_FIELD_MANAGER).force(), &Patch::Apply(body))
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(error) if is_not_found(&error) => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 fn now() -> Time {
@@ -255,7 +224,7 @@ async fn refuse(
 
 /// Runs the Run controller over the `index`-th configured namespace. Pipelines and
 /// RunConfigurations changing wake the runs still waiting on them.
-pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
+pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
     let Some(api) = super::apis::<Run>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };

@@ -4,33 +4,28 @@
 //! Runs its triggers call for (with deterministic names, so a repeat hits AlreadyExists), keeps
 //! one owned RunSchedule per schedule, and writes one status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use sha1::{Digest, Sha1};
 
 use super::pipeline_version::{ObservedPipeline, observe_pipeline};
 use super::{Context, Error};
-use crate::api::conditions::{
-    DEPENDENCIES_RESOLVED, DEPENDENCY_CYCLE, READY, SYNCHRONIZED, SyncState, new_condition, set_condition,
-};
+use crate::api::conditions::{READY, SYNCHRONIZED, SyncState, new_condition, set_condition};
 use crate::api::labels;
 use crate::api::{
-    NamedValue, NamespacedName, Parameter, Pipeline, PipelineIdentifier, Run, RunConfiguration,
-    RunConfigurationStatus, RunReference, RunSchedule, RunScheduleSpec, RunSpec, hash,
+    NamedValue, NamespacedName, Pipeline, PipelineIdentifier, Run, RunConfiguration, RunSchedule,
+    RunScheduleSpec, hash,
 };
-use crate::triggers::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
-use crate::triggers::{
-    CrossNamespacePolicy, DecisionInput, DependencyGraph, Trigger, check_reference, cycle_suppressed, decide,
-    qualified_name,
-};
+use crate::triggers::dependencies::referenced_run_configurations;
+use crate::triggers::evaluation::{Evaluation, Observed, evaluate, triggered_run};
+use crate::triggers::qualified_name;
 
 /// The reconciler's context: the shared one plus the owned RunSchedules.
 pub struct RcContext {
@@ -76,30 +71,6 @@ async fn pipeline_version(
             )),
         ),
     })
-}
-
-/// The Run a trigger creates: the template with resolved parameters, owned by the RC.
-pub(crate) fn triggered_run(
-    rc: &RunConfiguration,
-    name: String,
-    labels: BTreeMap<String, String>,
-    values: &[NamedValue],
-) -> Run {
-    let spec = RunSpec {
-        parameters: values.iter().map(|v| Parameter::literal(&v.name, &v.value)).collect(),
-        ..rc.spec.run.clone()
-    };
-    Run {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: rc.namespace(),
-            labels: Some(labels),
-            owner_references: rc.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec,
-        status: None,
-    }
 }
 
 /// The RunSchedules the RC's schedules call for, by deterministic name.
@@ -200,171 +171,6 @@ async fn sync_schedules(
     })
 }
 
-/// What was fetched for one evaluation: the pipeline version to observe and each referenced
-/// RunConfiguration (qualified) with what was found.
-pub(crate) struct Observed {
-    pub pipeline_version: String,
-    /// Why there is no pipeline version to run (reason, message), when there is none.
-    pub pipeline_problem: Option<(&'static str, String)>,
-    pub dependencies: BTreeMap<NamespacedName, Option<Arc<RunConfiguration>>>,
-}
-
-/// The trigger engine's verdict on one RunConfiguration.
-pub(crate) struct Evaluation {
-    /// The new status, except `Synchronized` and `Ready`, which depend on the schedules.
-    pub status: RunConfigurationStatus,
-    /// The Runs to create.
-    pub fire: Vec<Trigger>,
-    /// The parameter values of the Runs and RunSchedules.
-    pub values: Vec<NamedValue>,
-    /// Why the spec cannot be acted upon at all.
-    pub invalid_spec: Option<String>,
-    /// Why the dependencies are not resolved (reason, message).
-    pub unresolved: Option<(&'static str, String)>,
-}
-
-/// Validates `rc` (artifact filters, cycles, the cross-namespace policy), refreshes its
-/// dependency map and conditions from `observed`, resolves its parameters and decides which
-/// triggers fire. Pure: the reconciler and the completion fan-out both call it.
-pub(crate) fn evaluate(
-    rc: &RunConfiguration,
-    observed: &Observed,
-    policy: CrossNamespacePolicy,
-    graph: &DependencyGraph,
-) -> Evaluation {
-    let namespace = rc.namespace().unwrap_or_default();
-    let name = NamespacedName::new(&namespace, rc.name_any());
-    let generation = rc.meta().generation;
-    let previous = rc.status.clone().unwrap_or_default();
-    let mut status = RunConfigurationStatus {
-        provider: Some(rc.spec.run.provider.clone()),
-        observed_generation: generation,
-        trigger_summary: rc.spec.triggers.summary(),
-        ..previous
-    };
-
-    let invalid_spec = crate::api::filter::invalid_artifact_filter(&rc.spec.run.artifacts);
-    let mut suppressed = cycle_suppressed(graph, &name, &rc.spec.triggers.run_configurations);
-    let cycle_condition = match graph.in_cycle(&name) {
-        Some(cycle) => {
-            let members = cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
-            let message = format!("part of a dependency cycle ({members}); no run fires along it");
-            new_condition(DEPENDENCY_CYCLE, "True", "CycleDetected", &message, generation)
-        }
-        None => new_condition(DEPENDENCY_CYCLE, "False", "NoCycle", "no dependency cycle", generation),
-    };
-    set_condition(&mut status.conditions, cycle_condition);
-
-    let mut denied = BTreeSet::new();
-    let mut denial = None;
-    for reference in
-        referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
-    {
-        let dependency = reference.qualified(&namespace);
-        let annotations =
-            observed.dependencies.get(&dependency).cloned().flatten().map(|d| d.annotations().clone());
-        if let Err(message) = check_reference(policy, &name, &dependency, annotations.as_ref()) {
-            suppressed.insert(reference.to_string());
-            denied.insert(dependency);
-            denial.get_or_insert(message);
-        }
-    }
-
-    status.dependencies.pipeline.version = observed.pipeline_version.clone();
-    status.dependencies.run_configurations = dependency_map(
-        &rc.spec.run.parameters,
-        &rc.spec.triggers.run_configurations,
-        &namespace,
-        |reference| {
-            if denied.contains(reference) {
-                return None;
-            }
-            latest_succeeded(observed, reference)
-        },
-    );
-    let resolution = resolve_parameters(&rc.spec.run.parameters, &status.dependencies.run_configurations);
-    let hold = resolution.is_err() || invalid_spec.is_some() || denial.is_some();
-    let values = match &resolution {
-        Ok(resolved) => resolved.values.clone(),
-        Err(_) => rc
-            .spec
-            .run
-            .parameters
-            .iter()
-            .filter(|p| p.value_from.is_none())
-            .map(|p| NamedValue::new(&p.name, &p.value))
-            .collect(),
-    };
-    let unresolved = match (&resolution, denial) {
-        (_, Some(message)) => Some(("DependencyDenied", message)),
-        (_, None) if observed.pipeline_problem.is_some() => observed.pipeline_problem.clone(),
-        (Err(message), None) => Some((
-            "UnresolvedParameters",
-            missing_dependency(rc, &namespace, observed).unwrap_or_else(|| message.clone()),
-        )),
-        (Ok(_), None) => None,
-    };
-    let resolved_condition = match &unresolved {
-        Some((reason, message)) => new_condition(DEPENDENCIES_RESOLVED, "False", reason, message, generation),
-        None => new_condition(
-            DEPENDENCIES_RESOLVED,
-            "True",
-            "Resolved",
-            "all dependencies are resolved",
-            generation,
-        ),
-    };
-    set_condition(&mut status.conditions, resolved_condition);
-
-    // A refused reference shows nothing of its dependency in `status.dependencies`, but its
-    // trigger entry still records the dependency's latest run (without firing), so that a grant
-    // given later does not replay a success from before it.
-    let mut seen_by_triggers = status.dependencies.run_configurations.clone();
-    for reference in &rc.spec.triggers.run_configurations {
-        let dependency = reference.qualified(&namespace);
-        if denied.contains(&dependency)
-            && let Some(latest) = latest_succeeded(observed, &dependency)
-        {
-            seen_by_triggers.insert(reference.to_string(), RunReference { artifacts: vec![], ..latest });
-        }
-    }
-    let mut input = DecisionInput::new(&name, &rc.spec, &status, generation.unwrap_or_default())
-        .held(hold)
-        .suppressing(suppressed);
-    input.dependencies = &seen_by_triggers;
-    let decision = decide(&input);
-    status.triggers = decision.new_status;
-    Evaluation { status, fire: decision.fire, values, invalid_spec, unresolved }
-}
-
-fn latest_succeeded(observed: &Observed, dependency: &NamespacedName) -> Option<RunReference> {
-    observed.dependencies.get(dependency)?.as_ref()?.status.as_ref()?.latest_runs.succeeded.clone()
-}
-
-/// Why the first required `valueFrom` parameter cannot resolve, when its RunConfiguration does
-/// not exist or has not succeeded yet (a missing artifact is explained by the resolution).
-fn missing_dependency(rc: &RunConfiguration, namespace: &str, observed: &Observed) -> Option<String> {
-    rc.spec.run.parameters.iter().find_map(|parameter| {
-        let reference = parameter.value_from.as_ref().map(|v| &v.run_configuration_ref)?;
-        if reference.optional {
-            return None;
-        }
-        let dependency = reference.name.qualified(namespace);
-        match observed.dependencies.get(&dependency).cloned().flatten() {
-            None => {
-                Some(format!("parameter '{}': RunConfiguration {dependency} does not exist", parameter.name))
-            }
-            Some(found) if found.status.as_ref().and_then(|s| s.latest_runs.succeeded.as_ref()).is_none() => {
-                Some(format!(
-                    "parameter '{}': RunConfiguration {dependency} has no successful run yet",
-                    parameter.name
-                ))
-            }
-            Some(_) => None,
-        }
-    })
-}
-
 /// Fetches what [`evaluate`] looks at: the dependencies from the shared index (the API for
 /// namespaces the operator does not watch) and the pipeline version from the API.
 async fn observe(ctx: &Context, rc: &RunConfiguration) -> Result<Observed, Error> {
@@ -415,9 +221,6 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
 
     for trigger in &fire {
         let run = triggered_run(rc, trigger.run_name(&name), trigger.labels(&rc.name_any()), &values);
-        if ctx.index.recently_fired(&run) {
-            continue;
-        }
         if create_triggered_run(ctx, &run).await? {
             ctx.metrics.triggered(trigger.kind.as_str(), "reconcile", 1);
             let note = format!("created Run {} ({})", run.name_any(), trigger.kind.as_str());
@@ -478,7 +281,7 @@ fn error_policy(rc: Arc<RunConfiguration>, error: &Error, rc_ctx: Arc<RcContext>
 /// feeds the shared index; a RunConfiguration is reconciled when its spec changes (not on its
 /// own status writes), when one it references changes, when its Pipeline changes and when an
 /// owned RunSchedule changes.
-pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shutdown) {
+pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: crate::shutdown::Shutdown) {
     let Some(api) = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(slot) else {
         return;
     };
@@ -542,175 +345,4 @@ pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: super::Shu
     let rc_ctx = Arc::new(RcContext { ctx, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);
     super::drain(controller.run(reconcile, error_policy, rc_ctx), "runconfiguration", metrics).await;
-}
-
-/// Records a successful run as a RunConfiguration's latest, unless a later-ending one is
-/// recorded already. With the trigger engine, the Runs of the RunConfigurations it triggers are
-/// created first ([`super::fan_out`]), so that a crash in between repeats the fan-out (which
-/// then finds the Runs) rather than losing it. Returns false when the RunConfiguration does not
-/// exist.
-pub async fn record_latest_succeeded(
-    client: &kube::Client,
-    rc: &NamespacedName,
-    latest: crate::api::RunReference,
-    engine: Option<&Arc<Context>>,
-) -> Result<bool, kube::Error> {
-    let api: Api<RunConfiguration> = Api::namespaced(client.clone(), &rc.namespace);
-    for _ in 0..5 {
-        let Some(current) = api.get_opt(&rc.name).await? else {
-            return Ok(false);
-        };
-        let stored = current.status.as_ref().and_then(|s| s.latest_runs.succeeded.clone());
-        if let Some(stored) = &stored {
-            let older = match (&stored.run_end_time, &latest.run_end_time) {
-                (Some(stored_end), Some(new_end)) => new_end.0 <= stored_end.0,
-                _ => false,
-            };
-            if stored.provider_id == latest.provider_id || older {
-                return Ok(true);
-            }
-        }
-        if let Some(ctx) = engine {
-            super::fan_out::fan_out(ctx, &current, &latest).await?;
-        }
-        let body = json!({
-            "apiVersion": RunConfiguration::api_version(&()),
-            "kind": "RunConfiguration",
-            "metadata": { "resourceVersion": current.resource_version() },
-            "status": { "latestRuns": { "succeeded": latest } },
-        });
-        let params = PatchParams::apply(super::run::COMPLETION_FIELD_MANAGER).force();
-        match api.patch_status(&rc.name, &params, &Patch::Apply(body)).await {
-            Ok(_) => return Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Err(kube::Error::Api(Box::new(kube::core::Status::failure(
-        &format!("RunConfiguration {rc} kept changing while recording its latest run"),
-        "Conflict",
-    ))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{RunConfigurationRef, RunConfigurationSpec, TriggeredRunReference, Triggers};
-    use crate::triggers::ALLOW_DEPENDANTS_FROM;
-
-    fn rc(namespace: &str, name: &str, spec: RunConfigurationSpec) -> RunConfiguration {
-        let mut rc = RunConfiguration::new(name, spec);
-        rc.metadata.namespace = Some(namespace.into());
-        rc.metadata.generation = Some(1);
-        rc
-    }
-
-    fn triggered_by(dependency: &str) -> RunConfigurationSpec {
-        RunConfigurationSpec {
-            run: RunSpec { pipeline: PipelineIdentifier::new("p", "v1"), ..RunSpec::default() },
-            triggers: Triggers {
-                run_configurations: vec![dependency.parse().unwrap()],
-                ..Triggers::default()
-            },
-        }
-    }
-
-    fn succeeded(mut rc: RunConfiguration, run: &str) -> Arc<RunConfiguration> {
-        rc.status.get_or_insert_with(Default::default).latest_runs.succeeded =
-            Some(RunReference { provider_id: run.into(), ..RunReference::default() });
-        Arc::new(rc)
-    }
-
-    fn observed(dependency: &str, found: Option<Arc<RunConfiguration>>) -> Observed {
-        Observed {
-            pipeline_version: "v1".into(),
-            pipeline_problem: None,
-            dependencies: BTreeMap::from([(dependency.parse().unwrap(), found)]),
-        }
-    }
-
-    fn evaluate_with(
-        dependant: &RunConfiguration,
-        observed: &Observed,
-        policy: CrossNamespacePolicy,
-    ) -> Evaluation {
-        evaluate(dependant, observed, policy, &DependencyGraph::default())
-    }
-
-    #[test]
-    fn a_refused_dependency_records_its_runs_so_a_later_grant_replays_nothing() {
-        let mut dependant = rc("b", "consumer", triggered_by("a/shared"));
-        dependant.status = Some(RunConfigurationStatus {
-            triggers: crate::api::TriggersStatus {
-                run_configurations: BTreeMap::from([("a/shared".into(), TriggeredRunReference::default())]),
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-        let shared = rc("a", "shared", RunConfigurationSpec::default());
-
-        let refused = evaluate_with(
-            &dependant,
-            &observed("a/shared", Some(succeeded(shared.clone(), "run-1"))),
-            CrossNamespacePolicy::Grant,
-        );
-        assert!(refused.fire.is_empty());
-        assert_eq!(refused.unresolved.as_ref().map(|(reason, _)| *reason), Some("DependencyDenied"));
-        assert_eq!(
-            refused.status.dependencies.run_configurations["a/shared"],
-            RunReference::default(),
-            "nothing of it is shown"
-        );
-        assert_eq!(refused.status.triggers.run_configurations["a/shared"].provider_id, "run-1");
-
-        dependant.status = Some(refused.status);
-        let mut granted = shared;
-        granted.metadata.annotations = Some(BTreeMap::from([(ALLOW_DEPENDANTS_FROM.into(), "b".into())]));
-        let same_run = evaluate_with(
-            &dependant,
-            &observed("a/shared", Some(succeeded(granted.clone(), "run-1"))),
-            CrossNamespacePolicy::Grant,
-        );
-        assert!(same_run.fire.is_empty(), "the grant replays nothing");
-        assert!(same_run.unresolved.is_none());
-        let next_run = evaluate_with(
-            &dependant,
-            &observed("a/shared", Some(succeeded(granted, "run-2"))),
-            CrossNamespacePolicy::Grant,
-        );
-        assert_eq!(next_run.fire.len(), 1);
-    }
-
-    #[test]
-    fn unresolved_parameters_name_the_missing_or_unfinished_dependency() {
-        let mut spec = triggered_by("train");
-        spec.run.parameters = vec![Parameter::from_run_configuration(
-            "model",
-            RunConfigurationRef::new("train".parse().unwrap(), "model"),
-        )];
-        let dependant = rc("ml", "serve", spec);
-        let message = |found| {
-            let evaluation =
-                evaluate_with(&dependant, &observed("ml/train", found), CrossNamespacePolicy::Allow);
-            evaluation.unresolved.map(|(reason, message)| format!("{reason}: {message}"))
-        };
-        assert_eq!(
-            message(None).as_deref(),
-            Some("UnresolvedParameters: parameter 'model': RunConfiguration ml/train does not exist")
-        );
-        let train = rc("ml", "train", RunConfigurationSpec::default());
-        assert_eq!(
-            message(Some(Arc::new(train.clone()))).as_deref(),
-            Some(
-                "UnresolvedParameters: parameter 'model': RunConfiguration ml/train has no successful run yet"
-            )
-        );
-        assert_eq!(
-            message(Some(succeeded(train, "run-1"))).as_deref(),
-            Some(
-                "UnresolvedParameters: parameter 'model': artifact 'model' not found in the latest successful run \
-                 of dependency 'train'"
-            )
-        );
-    }
 }

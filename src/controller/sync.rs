@@ -355,7 +355,7 @@ pub fn error_policy<K: Synced>(object: Arc<K>, error: &Error, ctx: Arc<Context>)
 }
 
 /// Runs the controller of kind `K` over the `index`-th configured namespace.
-pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown: super::Shutdown) {
+pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
     let Some(api) = super::apis::<K>(&ctx.client, &ctx.config).into_iter().nth(index) else {
         return;
     };

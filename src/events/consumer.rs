@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::completion::RunCompletionEvent;
 use super::ingest::Resources;
-use crate::controller::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// The durable consumer's name.
 pub const CONSUMER_NAME: &str = "kfp-operator-completions";

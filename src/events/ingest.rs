@@ -6,7 +6,6 @@
 //! completion. Every rejection says why in its body.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,10 +18,9 @@ use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
 
 use super::cloudevent::{CloudEventOptions, cloud_events_for};
-use super::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus, select_artifacts};
+use super::completion::{RunCompletionEvent, RunCompletionEventData, select_artifacts};
 use super::sink::{Outgoing, Sink};
-use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfiguration};
-use crate::recent::RecentKeys;
+use crate::api::OutputArtifact;
 
 /// Why a completion was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,139 +81,6 @@ pub trait Resources: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>>;
     /// Records the completion on the Run it names, if any.
     fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>>;
-}
-
-/// [`Resources`] on the Kubernetes API.
-pub struct KubeResources {
-    client: kube::Client,
-    /// The trigger engine: with it, a success creates the Runs it triggers before it is recorded.
-    engine: Option<Arc<crate::controller::Context>>,
-    /// Completions recorded lately (key → when), so that the completion consumer does not redo
-    /// what the ingest just did in this process.
-    recorded: RecentKeys,
-}
-
-/// How long a recorded completion is remembered.
-const RECORDED_MEMORY: Duration = Duration::from_secs(600);
-/// Above this many remembered completions, expired ones are dropped.
-const RECORDED_PRUNE_ABOVE: usize = 10_000;
-
-impl KubeResources {
-    /// Records completions on Runs and RunConfigurations; the RunConfiguration reconcilers
-    /// start the Runs a success triggers.
-    pub fn new(client: kube::Client) -> Self {
-        Self { client, engine: None, recorded: RecentKeys::new(RECORDED_MEMORY, RECORDED_PRUNE_ABOVE) }
-    }
-
-    /// Also starts the Runs a success triggers, through the trigger engine of `ctx`, before
-    /// recording it.
-    pub fn with_trigger_engine(mut self, ctx: Arc<crate::controller::Context>) -> Self {
-        self.engine = Some(ctx);
-        self
-    }
-
-    fn recorded_key(event: &RunCompletionEvent) -> String {
-        format!(
-            "{}|{:?}|{:?}|{:?}|{}",
-            event.run_id, event.status, event.run_name, event.run_configuration_name, event.pipeline_name
-        )
-    }
-}
-
-fn kube_error(what: &str, name: &NamespacedName, error: &kube::Error) -> IngestError {
-    IngestError::Internal(format!("could not read {what} {name}: {error}"))
-}
-
-impl Resources for KubeResources {
-    fn declared_artifacts<'a>(
-        &'a self,
-        data: &'a RunCompletionEventData,
-    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
-        Box::pin(async move {
-            let namespace_of =
-                |name: &NamespacedName| name.namespace_or(&data.pipeline_name.namespace).to_owned();
-            let mut missing = Vec::new();
-            if let Some(name) = data.run_configuration_name.as_ref().filter(|n| !n.name.is_empty()) {
-                let qualified = name.qualified(&data.pipeline_name.namespace);
-                if let Some(rc) = self.engine.as_ref().and_then(|ctx| ctx.index.get(&qualified)) {
-                    return Ok(rc.spec.run.artifacts.clone());
-                }
-                let api: kube::Api<RunConfiguration> =
-                    kube::Api::namespaced(self.client.clone(), &namespace_of(name));
-                match api.get_opt(&name.name).await {
-                    Ok(Some(rc)) => return Ok(rc.spec.run.artifacts),
-                    Ok(None) => missing.push(format!("RunConfiguration {name}")),
-                    Err(error) => return Err(kube_error("RunConfiguration", name, &error)),
-                }
-            }
-            if let Some(name) = data.run_name.as_ref().filter(|n| !n.name.is_empty()) {
-                let api: kube::Api<Run> = kube::Api::namespaced(self.client.clone(), &namespace_of(name));
-                match api.get_opt(&name.name).await {
-                    Ok(Some(run)) => return Ok(run.spec.artifacts),
-                    Ok(None) => missing.push(format!("Run {name}")),
-                    Err(error) => return Err(kube_error("Run", name, &error)),
-                }
-            }
-            if missing.is_empty() {
-                Err(IngestError::Invalid("the event names no RunConfiguration and no Run".into()))
-            } else {
-                Err(IngestError::Gone(format!("{} not found", missing.join(" and "))))
-            }
-        })
-    }
-
-    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(async move {
-            let key = Self::recorded_key(event);
-            if self.recorded.contains(&key) {
-                return Ok(());
-            }
-            let namespace = &event.pipeline_name.namespace;
-            if let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) {
-                let name = name.qualified(namespace);
-                let state = match event.status {
-                    RunCompletionStatus::Succeeded => CompletionState::Succeeded,
-                    RunCompletionStatus::Failed => CompletionState::Failed,
-                };
-                crate::controller::run::record_completion(&self.client, &name, state).await.map_err(
-                    |error| {
-                        IngestError::Internal(format!(
-                            "could not record the completion on Run {name}: {error}"
-                        ))
-                    },
-                )?;
-            }
-            if event.status == RunCompletionStatus::Succeeded
-                && let Some(name) = event.run_configuration_name.as_ref().filter(|n| !n.name.is_empty())
-            {
-                let name = name.qualified(namespace);
-                let latest = crate::api::RunReference {
-                    provider_id: event.run_id.clone(),
-                    artifacts: event.artifacts.clone(),
-                    run_end_time: event
-                        .run_end_time
-                        .and_then(|t| {
-                            jiff::Timestamp::from_nanosecond(i128::from(t.timestamp_nanos_opt()?)).ok()
-                        })
-                        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-                };
-                crate::controller::run_configuration::record_latest_succeeded(
-                    &self.client,
-                    &name,
-                    latest,
-                    self.engine.as_ref(),
-                )
-                .await
-                .map_err(|error| {
-                    IngestError::Internal(format!(
-                        "could not record the latest run of RunConfiguration {name}: {error}"
-                    ))
-                })?;
-            }
-            self.recorded.remember(key);
-            Ok(())
-        })
-    }
 }
 
 /// Turns accepted completions into published CloudEvents and recorded Run states.

@@ -158,7 +158,7 @@ pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
-    shutdown: crate::controller::Shutdown,
+    shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), Error> {
     loop {
         let (stream, peer) = tokio::select! {

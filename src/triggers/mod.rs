@@ -13,7 +13,9 @@
 
 pub mod decision;
 pub mod dependencies;
+pub mod evaluation;
 pub mod graph;
+pub mod index;
 pub mod naming;
 pub mod policy;
 pub mod render;

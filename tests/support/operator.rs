@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kfp_operator::completion::KubeResources;
 use kfp_operator::config::OperatorConfig;
 use kfp_operator::controller::{self, Context, ProviderRegistry};
-use kfp_operator::events::ingest::{Ingest, KubeResources};
+use kfp_operator::events::ingest::Ingest;
 
 /// The operator's controllers and stub completions, in this test's runtime, watching one namespace.
 pub struct Operator {
@@ -37,7 +38,7 @@ impl Operator {
         let ctx = Context::new(client.clone(), config, registry, Default::default());
         let operator_ctx = ctx.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = controller::shutdown_signal(async move {
+        let shutdown = kfp_operator::shutdown::shutdown_signal(async move {
             let _ = receiver.await;
         });
         let ingest = Ingest::new(
@@ -47,8 +48,11 @@ impl Operator {
             16,
             1 << 20,
         );
-        let completions =
-            kfp_operator::completion::complete_stub_runs(ingest.clone(), created_runs, shutdown.clone());
+        let completions = kfp_operator::completion::stub::complete_stub_runs(
+            ingest.clone(),
+            created_runs,
+            shutdown.clone(),
+        );
         let task = tokio::spawn(async move {
             tokio::join!(controller::run(ctx, shutdown), completions);
         });

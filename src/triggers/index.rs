@@ -1,6 +1,6 @@
 //! The shared RunConfiguration index the trigger engine works from: every watched
-//! RunConfiguration by qualified name, who references whom (triggers and `valueFrom`), the trigger
-//! graph with its cycles, and the Runs the engine created recently.
+//! RunConfiguration by qualified name, who references whom (triggers and `valueFrom`), and the
+//! trigger graph with its cycles. In memory; fed by watch events, it makes no requests itself.
 //!
 //! It is fed incrementally by the RunConfiguration controllers' watch streams (one per watched
 //! namespace, or one for the cluster), so no reconcile rebuilds anything: an object change costs
@@ -14,24 +14,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use kube::runtime::watcher;
 
-use crate::api::{NamespacedName, Run, RunConfiguration};
-use crate::recent::RecentKeys;
-use crate::triggers::dependencies::referenced_run_configurations;
-use crate::triggers::{DependencyGraph, qualified_name, trigger_dependencies};
-
-/// How long a Run the engine created is remembered, so that the reconciler acting on the same
-/// completion does not ask the API server to create it again.
-const FIRED_MEMORY: Duration = Duration::from_secs(600);
-/// Above this many remembered Runs, expired ones are dropped.
-const FIRED_PRUNE_ABOVE: usize = 10_000;
-
-fn run_key(run: &Run) -> String {
-    format!(
-        "{}/{}",
-        run.metadata.namespace.as_deref().unwrap_or_default(),
-        run.metadata.name.as_deref().unwrap_or_default()
-    )
-}
+use super::dependencies::referenced_run_configurations;
+use super::{DependencyGraph, qualified_name, trigger_dependencies};
+use crate::api::{NamespacedName, RunConfiguration};
 
 /// Every watched RunConfiguration, indexed for the trigger engine. Shared by all controllers.
 pub struct RunConfigurationIndex {
@@ -40,8 +25,6 @@ pub struct RunConfigurationIndex {
     referrers: DashMap<NamespacedName, BTreeSet<NamespacedName>>,
     /// The trigger edges only (a `valueFrom` reference never starts a run).
     graph: RwLock<DependencyGraph>,
-    /// The Runs (`namespace/name`) the engine created lately.
-    fired: RecentKeys,
     /// How many watch scopes have completed their first list, against how many there are.
     listed_scopes: tokio::sync::watch::Sender<usize>,
     scopes: usize,
@@ -68,7 +51,6 @@ impl RunConfigurationIndex {
             objects: DashMap::new(),
             referrers: DashMap::new(),
             graph: RwLock::default(),
-            fired: RecentKeys::new(FIRED_MEMORY, FIRED_PRUNE_ABOVE),
             listed_scopes: tokio::sync::watch::Sender::new(0),
             scopes: scopes.max(1),
         }
@@ -162,16 +144,6 @@ impl RunConfigurationIndex {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
-    }
-
-    /// Remembers that the engine created (or found) this Run.
-    pub fn remember_fired(&self, run: &Run) {
-        self.fired.remember(run_key(run));
-    }
-
-    /// Whether the engine created (or found) this Run recently.
-    pub fn recently_fired(&self, run: &Run) -> bool {
-        self.fired.contains(&run_key(run))
     }
 
     /// A feeder for one watch stream over `namespace` (`None`: the whole cluster).
@@ -323,15 +295,5 @@ mod tests {
         feeders[0].observe(&watcher::Event::Init);
         feeders[0].observe(&watcher::Event::InitDone);
         assert!(index.wait_until_complete(Duration::ZERO).await);
-    }
-
-    #[test]
-    fn fired_runs_are_remembered() {
-        let index = RunConfigurationIndex::default();
-        let mut run = Run::new("run", RunSpec::default());
-        run.metadata.namespace = Some("ml".into());
-        assert!(!index.recently_fired(&run));
-        index.remember_fired(&run);
-        assert!(index.recently_fired(&run));
     }
 }

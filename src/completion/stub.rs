@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 use crate::api::conditions::SyncState;
 use crate::api::{NamespacedName, Provider, ProviderType, Run};
 use crate::config::OperatorConfig;
-use crate::controller::Shutdown;
 use crate::events::ingest::Ingest;
 use crate::provider::stub::{StubProvider, StubRun, StubSettings};
+use crate::shutdown::Shutdown;
 
 const MAX_ATTEMPTS: u32 = 10;
 

@@ -1,14 +1,13 @@
-//! The trigger engine's completion path: when a RunConfiguration is about to record a new
-//! successful run, the Runs of every RunConfiguration it triggers are created straight away,
-//! from the shared index and with bounded concurrency, before the success is recorded.
+//! The fan-out of a new success: the Runs of every RunConfiguration it triggers are created
+//! straight away, from the shared index and with bounded concurrency, before the success is
+//! recorded.
 //!
-//! Each dependant is evaluated exactly as its reconciler would evaluate it
-//! ([`super::run_configuration::evaluate`]) with the new success in view, so the Run names,
+//! Each dependant is evaluated exactly as its reconciler evaluates it
+//! ([`crate::triggers::evaluation::evaluate`]) with the new success in view, so the Run names,
 //! labels and parameters are the ones the reconciler would produce. The reconcilers, woken by
 //! the recorded success, then write `status.triggers`; the Runs they would create exist already
-//! and are remembered in the index, so they are not requested twice. Anything the fast path
-//! cannot see (a dependant whose other dependencies live in namespaces the operator does not
-//! watch) is left to the reconciler.
+//! (their create finds them). Anything the fast path cannot see (a dependant whose other
+//! dependencies live in namespaces the operator does not watch) is left to the reconciler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +15,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::ResourceExt;
 
-use super::Context;
-use super::run_configuration::{Evaluation, Observed, create_triggered_run, evaluate, triggered_run};
 use crate::api::{NamespacedName, Run, RunConfiguration, RunReference};
+use crate::controller::Context;
+use crate::controller::run_configuration::create_triggered_run;
 use crate::triggers::dependencies::referenced_run_configurations;
+use crate::triggers::evaluation::{Evaluation, Observed, evaluate, triggered_run};
 use crate::triggers::{TriggerKind, qualified_name};
 
 /// How long a completion waits for the index to be complete after the operator started.
@@ -113,7 +113,6 @@ pub async fn fan_out(
     for (dependant, run, result) in results {
         match result {
             Ok(fresh) => {
-                ctx.index.remember_fired(&run);
                 if fresh {
                     created.push((dependant, run.name_any()));
                 }

@@ -1,0 +1,152 @@
+//! The one path from a completion to its effects. Whatever brings a completion — `POST /events`
+//! from a provider service, the built-in stub provider ([`stub`]), or the JetStream completion
+//! consumer — the ingest hands it to [`KubeResources::record`]: record `completionState` on the
+//! Run, and for a success of a RunConfiguration, create the Runs of every RunConfiguration it
+//! triggers ([`fan_out`]) and only then record it as the latest success ([`record`]).
+//!
+//! The guarantee: at least once in, exactly one Run per trigger out. A completion may arrive
+//! any number of times, in any order, from several sources, and the process may die at any
+//! point; a completion is acknowledged (HTTP 200, JetStream ack) only after its writes, so it is
+//! repeated until they are done. Repeats are harmless because every effect is idempotent: a
+//! triggered Run's name is derived from its RunConfiguration and the trigger (a repeat hits
+//! AlreadyExists), and `latestRuns.succeeded` only moves forward in run end time (a late or
+//! repeated success changes nothing and fires nothing). Completions recorded lately are
+//! remembered only to spare the API server the repeated requests.
+
+pub mod fan_out;
+pub mod record;
+pub mod stub;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfiguration};
+use crate::events::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus};
+use crate::events::ingest::{IngestError, Resources};
+use crate::recent::RecentKeys;
+
+/// The one path of every completion, whatever brought it (see the module header).
+pub struct KubeResources {
+    client: kube::Client,
+    /// The trigger engine: with it, a success creates the Runs it triggers before it is recorded.
+    engine: Option<Arc<crate::controller::Context>>,
+    /// Completions recorded lately (key → when), so that the completion consumer does not redo
+    /// what the ingest just did in this process.
+    recorded: RecentKeys,
+}
+
+/// How long a recorded completion is remembered.
+const RECORDED_MEMORY: Duration = Duration::from_secs(600);
+/// Above this many remembered completions, expired ones are dropped.
+const RECORDED_PRUNE_ABOVE: usize = 10_000;
+
+impl KubeResources {
+    /// Records completions on Runs and RunConfigurations; the RunConfiguration reconcilers
+    /// start the Runs a success triggers.
+    pub fn new(client: kube::Client) -> Self {
+        Self { client, engine: None, recorded: RecentKeys::new(RECORDED_MEMORY, RECORDED_PRUNE_ABOVE) }
+    }
+
+    /// Also starts the Runs a success triggers, through the trigger engine of `ctx`, before
+    /// recording it.
+    pub fn with_trigger_engine(mut self, ctx: Arc<crate::controller::Context>) -> Self {
+        self.engine = Some(ctx);
+        self
+    }
+
+    fn recorded_key(event: &RunCompletionEvent) -> String {
+        format!(
+            "{}|{:?}|{:?}|{:?}|{}",
+            event.run_id, event.status, event.run_name, event.run_configuration_name, event.pipeline_name
+        )
+    }
+}
+
+fn kube_error(what: &str, name: &NamespacedName, error: &kube::Error) -> IngestError {
+    IngestError::Internal(format!("could not read {what} {name}: {error}"))
+}
+
+impl Resources for KubeResources {
+    fn declared_artifacts<'a>(
+        &'a self,
+        data: &'a RunCompletionEventData,
+    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
+        Box::pin(async move {
+            let namespace_of =
+                |name: &NamespacedName| name.namespace_or(&data.pipeline_name.namespace).to_owned();
+            let mut missing = Vec::new();
+            if let Some(name) = data.run_configuration_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let qualified = name.qualified(&data.pipeline_name.namespace);
+                if let Some(rc) = self.engine.as_ref().and_then(|ctx| ctx.index.get(&qualified)) {
+                    return Ok(rc.spec.run.artifacts.clone());
+                }
+                let api: kube::Api<RunConfiguration> =
+                    kube::Api::namespaced(self.client.clone(), &namespace_of(name));
+                match api.get_opt(&name.name).await {
+                    Ok(Some(rc)) => return Ok(rc.spec.run.artifacts),
+                    Ok(None) => missing.push(format!("RunConfiguration {name}")),
+                    Err(error) => return Err(kube_error("RunConfiguration", name, &error)),
+                }
+            }
+            if let Some(name) = data.run_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let api: kube::Api<Run> = kube::Api::namespaced(self.client.clone(), &namespace_of(name));
+                match api.get_opt(&name.name).await {
+                    Ok(Some(run)) => return Ok(run.spec.artifacts),
+                    Ok(None) => missing.push(format!("Run {name}")),
+                    Err(error) => return Err(kube_error("Run", name, &error)),
+                }
+            }
+            if missing.is_empty() {
+                Err(IngestError::Invalid("the event names no RunConfiguration and no Run".into()))
+            } else {
+                Err(IngestError::Gone(format!("{} not found", missing.join(" and "))))
+            }
+        })
+    }
+
+    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            let key = Self::recorded_key(event);
+            if self.recorded.contains(&key) {
+                return Ok(());
+            }
+            let namespace = &event.pipeline_name.namespace;
+            if let Some(name) = event.run_name.as_ref().filter(|n| !n.name.is_empty()) {
+                let name = name.qualified(namespace);
+                let state = match event.status {
+                    RunCompletionStatus::Succeeded => CompletionState::Succeeded,
+                    RunCompletionStatus::Failed => CompletionState::Failed,
+                };
+                record::record_completion(&self.client, &name, state).await.map_err(|error| {
+                    IngestError::Internal(format!("could not record the completion on Run {name}: {error}"))
+                })?;
+            }
+            if event.status == RunCompletionStatus::Succeeded
+                && let Some(name) = event.run_configuration_name.as_ref().filter(|n| !n.name.is_empty())
+            {
+                let name = name.qualified(namespace);
+                let latest = crate::api::RunReference {
+                    provider_id: event.run_id.clone(),
+                    artifacts: event.artifacts.clone(),
+                    run_end_time: event
+                        .run_end_time
+                        .and_then(|t| {
+                            jiff::Timestamp::from_nanosecond(i128::from(t.timestamp_nanos_opt()?)).ok()
+                        })
+                        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+                };
+                record::record_latest_succeeded(&self.client, &name, latest, self.engine.as_ref())
+                    .await
+                    .map_err(|error| {
+                        IngestError::Internal(format!(
+                            "could not record the latest run of RunConfiguration {name}: {error}"
+                        ))
+                    })?;
+            }
+            self.recorded.remember(key);
+            Ok(())
+        })
+    }
+}
