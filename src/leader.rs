@@ -24,13 +24,13 @@ pub struct LeaderElectionConfig {
     /// The Lease's namespace; the operator's own namespace (`POD_NAMESPACE`) when empty.
     pub namespace: String,
     /// How long a Lease that is not renewed keeps others from taking it.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::api::duration::deserialize")]
     pub lease_duration: Duration,
     /// How long the leader keeps trying to renew before it stops leading.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::api::duration::deserialize")]
     pub renew_deadline: Duration,
     /// How often the leader renews and a candidate retries.
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::api::duration::deserialize")]
     pub retry_period: Duration,
 }
 

@@ -4,6 +4,7 @@
 pub mod common;
 pub mod conditions;
 pub mod crd;
+pub mod duration;
 pub mod experiment;
 pub mod filter;
 pub mod hash;

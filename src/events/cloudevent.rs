@@ -21,7 +21,7 @@ use serde_json::Value;
 use sha1::{Digest, Sha1};
 
 use super::completion::{RunCompletionEvent, RunCompletionStatus};
-use super::schema::RUN_COMPLETION_EVENT_SCHEMA;
+use super::schema::{DEFAULT_SCHEMA_BASE, RUN_COMPLETION_EVENT_SCHEMA};
 use crate::api::NamespacedName;
 
 /// `type` of the event published for every run completion.
@@ -32,10 +32,6 @@ pub const MODEL_READY_TYPE: &str = "org.kubeflow.pipelines.model-ready";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 /// Prefix of `source`; the provider's `namespace/name` follows.
 pub const SOURCE_PREFIX: &str = "urn:kfp-operator:provider:";
-/// Default base of `dataschema`: the schema's file name in `schemas/` is appended. A URN,
-/// because the schemas have no published location yet; deployments that serve `schemas/`
-/// somewhere pass that URL (ending in `/`) to [`CloudEventOptions::new`].
-pub const DEFAULT_SCHEMA_BASE: &str = "urn:kfp-operator:schemas:";
 
 /// The two kinds of event a completion can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,13 +17,14 @@ pub mod ingest;
 mod schema;
 pub mod sink;
 pub mod sinks;
+pub use schema::DEFAULT_SCHEMA_BASE;
 pub mod tail;
 
 pub use crate::api::filter::{EvalError, Filter, FilterError};
 pub use cloudevent::{
-    CloudEventError, CloudEventOptions, DEFAULT_SCHEMA_BASE, EventKind, JSON_CONTENT_TYPE, MODEL_READY_TYPE,
-    RUN_COMPLETION_TYPE, SOURCE_PREFIX, cloud_event, cloud_events_for, event_id, event_source, event_subject,
-    legacy_body, nats_subject, nats_subject_for, subject_token, to_structured_bytes, to_structured_json,
+    CloudEventError, CloudEventOptions, EventKind, JSON_CONTENT_TYPE, MODEL_READY_TYPE, RUN_COMPLETION_TYPE,
+    SOURCE_PREFIX, cloud_event, cloud_events_for, event_id, event_source, event_subject, legacy_body,
+    nats_subject, nats_subject_for, subject_token, to_structured_bytes, to_structured_json,
 };
 pub use completion::{
     ComponentArtifact, ComponentArtifactInstance, PipelineComponent, RunCompletionEvent,

@@ -100,7 +100,7 @@ impl StubSettings {
         if let Some(delay) = parameters.get("completionDelay") {
             let text = delay.as_str().ok_or("completionDelay must be a duration string such as \"5s\"")?;
             settings.completion_delay =
-                crate::config::parse_duration(text).map_err(|e| format!("completionDelay {text:?}: {e}"))?;
+                crate::api::duration::parse(text).map_err(|e| format!("completionDelay {text:?}: {e}"))?;
         }
         if let Some(status) = parameters.get("completionStatus") {
             settings.completion_status = serde_json::from_value(status.clone())
