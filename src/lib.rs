@@ -17,3 +17,4 @@ pub mod provider;
 pub mod recent;
 pub mod server;
 pub mod triggers;
+pub mod watch;
