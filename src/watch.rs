@@ -45,7 +45,8 @@ pub struct WatchArgs {
     /// Only this namespace (repeat for several); all namespaces when absent.
     #[arg(long = "namespace")]
     pub namespaces: Vec<String>,
-    /// Also show what happened from this time on (RFC 3339, e.g. `2024-05-01T10:00:00Z`).
+    /// Also show what happened from this time on (RFC 3339, e.g. `2024-05-01T10:00:00Z`);
+    /// without it, what happens from the start of the watch.
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
     /// Print the graph once every Run has completed and nothing happened for this long.
@@ -92,6 +93,7 @@ pub async fn watch(
     let mut graph_shown = false;
     let mut last_watch_error = String::new();
     let mut printed_events: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let runs_since = args.since.unwrap_or_else(Utc::now);
     let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let stop = stop_signal();
@@ -101,7 +103,7 @@ pub async fn watch(
             () = &mut stop => break Ok(()),
             Some(event) = runs.next() => match event {
                 Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) => {
-                    if let Some(line) = observe(&mut seen, &run, args.since) {
+                    if let Some(line) = observe(&mut seen, &run, runs_since) {
                         say(out, &line)?;
                         last_activity = Instant::now();
                         graph_shown = false;
@@ -173,12 +175,9 @@ fn name_of(run: &Run) -> NamespacedName {
     NamespacedName::new(run.namespace().unwrap_or_default(), run.name_any())
 }
 
-/// Records `run` and returns the line to print when it is new, or when it failed to start.
-fn observe(
-    seen: &mut BTreeMap<NamespacedName, SeenRun>,
-    run: &Run,
-    since: Option<DateTime<Utc>>,
-) -> Option<String> {
+/// Records `run` and returns the line to print when it is new (created `since` then, to the
+/// second), or when it failed to start.
+fn observe(seen: &mut BTreeMap<NamespacedName, SeenRun>, run: &Run, since: DateTime<Utc>) -> Option<String> {
     let name = name_of(run);
     let status = run.status.clone().unwrap_or_default();
     let failed = SyncState::of(&status.status) == SyncState::Failed;
@@ -191,12 +190,7 @@ fn observe(
         }
         None => {
             let created = run.creation_timestamp().map(|t| t.0);
-            let before_start = match since {
-                // Creation times have whole seconds.
-                Some(since) => created.is_some_and(|created| created.as_second() < since.timestamp()),
-                None => false,
-            };
-            if before_start {
+            if created.is_some_and(|created| created.as_second() < since.timestamp()) {
                 return None;
             }
             seen.insert(name.clone(), SeenRun { done });
@@ -411,11 +405,15 @@ pub fn cluster_error(doing: &str, error: kube::Error) -> anyhow::Error {
              `kfp-operator crd | kubectl apply -f -` or start the operator with --install-crds"
         ),
         kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
-            anyhow::anyhow!("{doing}: refused by the cluster ({}): check the credentials in KUBECONFIG", status.message)
+            anyhow::anyhow!(
+                "{doing}: refused by the cluster ({}): check the credentials in KUBECONFIG",
+                status.message
+            )
         }
-        _ => anyhow::Error::new(error).context(format!(
-            "{doing} failed: is the cluster of KUBECONFIG reachable? (for the local one: deploy/local/dev-env up)"
-        )),
+        _ => anyhow::anyhow!(
+            "{doing} failed ({}): is the cluster of KUBECONFIG reachable? (the local one: deploy/local/dev-env up)",
+            crate::cli::error_line(&anyhow::Error::new(error))
+        ),
     }
 }
 
@@ -466,7 +464,7 @@ mod tests {
                 (labels::TRIGGER_SOURCE_NAMESPACE, "train"),
             ],
         );
-        let line = observe(&mut seen, &triggered, None).unwrap();
+        let line = observe(&mut seen, &triggered, Utc::now() - chrono::Duration::seconds(5)).unwrap();
         assert!(
             line.ends_with(
                 "run created     eval/b-1  runConfiguration=eval/b  trigger=runConfiguration train/a  \
@@ -474,7 +472,11 @@ mod tests {
             ),
             "{line}"
         );
-        assert_eq!(observe(&mut seen, &triggered, None), None, "printed once");
+        assert_eq!(
+            observe(&mut seen, &triggered, Utc::now() - chrono::Duration::seconds(5)),
+            None,
+            "printed once"
+        );
         assert!(!seen[&NamespacedName::new("eval", "b-1")].done);
 
         let mut completed = triggered.clone();
@@ -482,7 +484,7 @@ mod tests {
             completion_state: Some(crate::api::CompletionState::Succeeded),
             ..Default::default()
         });
-        assert_eq!(observe(&mut seen, &completed, None), None);
+        assert_eq!(observe(&mut seen, &completed, Utc::now()), None);
         assert!(seen[&NamespacedName::new("eval", "b-1")].done);
     }
 
@@ -494,8 +496,8 @@ mod tests {
         old.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             jiff::Timestamp::from_second(created.timestamp()).unwrap(),
         ));
-        assert_eq!(observe(&mut seen, &old, Some(created + chrono::Duration::seconds(1))), None);
-        let line = observe(&mut seen, &old, Some(created + chrono::Duration::milliseconds(300))).unwrap();
+        assert_eq!(observe(&mut seen, &old, created + chrono::Duration::seconds(1)), None);
+        let line = observe(&mut seen, &old, created + chrono::Duration::milliseconds(300)).unwrap();
         assert!(line.contains("runConfiguration=-  trigger=-"), "{line}");
     }
 

@@ -80,6 +80,13 @@ impl MainCommand {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .process_group(0);
+        // What `cargo test` sets for the test would make the build in `run` differ from a
+        // developer's (build scripts watch CARGO_MANIFEST_DIR) and compile everything again.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CARGO_") && key != "CARGO_HOME" {
+                command.env_remove(key);
+            }
+        }
         for (key, value) in extra_env {
             command.env(key, value);
         }
