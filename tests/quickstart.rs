@@ -3,13 +3,14 @@
 //! and a developer's `dev-env up`): it builds and starts the release binary on the local
 //! JetStream, applies `examples/quickstart/` and prints the chain as it happens.
 //!
-//! First run (a fresh state directory), until Ctrl-C: the three stages fire once each, the
-//! artifact locations are passed down, a model-ready event is printed, the graph at the end shows
-//! all three nodes with their latest runs; `events tail` and `graph --namespace` work against
-//! it; SIGINT to the process group (what Ctrl-C does) leaves no process behind.
-//! Second run (the same state, so the quickstart objects exist): non-interactive
-//! (`KFP_RUN_UNTIL_SETTLED`), the chain starts again from scratch and the command exits 0 on its
-//! own, leaving nothing behind.
+//! First run, on a fresh state directory, non-interactive (`KFP_RUN_UNTIL_SETTLED`): the three
+//! stages fire once each, the artifact locations are passed down, a model-ready event is
+//! printed, the graph at the end shows all three nodes with their latest runs, and the command
+//! exits 0 by itself, leaving no process behind.
+//! Second run, on the same stopped environment (so the quickstart objects exist), interactive:
+//! the chain starts again and is printed the same way; `events tail` and `graph --namespace`
+//! work against it; SIGINT to the process group (what Ctrl-C does) ends it with status 130 and
+//! leaves no process behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -288,8 +289,8 @@ fn the_main_command_shows_the_chain_its_events_and_graph_and_stops_everything() 
     let stderr_log = dir.path().join("dev-env-run.log");
     let ports = Ports::free();
 
-    // First run: interactive, stopped with Ctrl-C.
-    let mut first = MainCommand::start(&state, &stderr_log, &ports, &[]);
+    // First run, on a fresh environment: non-interactive, it ends by itself.
+    let mut first = MainCommand::start(&state, &stderr_log, &ports, &[("KFP_RUN_UNTIL_SETTLED", "1")]);
     first.read_until("watch line (operator ready)", STARTUP, |lines| {
         lines.iter().any(|line| line.starts_with("watching Runs"))
     });
@@ -299,8 +300,25 @@ fn the_main_command_shows_the_chain_its_events_and_graph_and_stops_everything() 
         "first run: operator ready after {ready_after:?}, first Run after {:?}",
         first.started.elapsed()
     );
-    first.read_until("graph with all three stages", CHAIN, graph_printed);
+    let code = first.wait(CHAIN);
+    while let Ok(line) = first.lines.recv_timeout(Duration::from_secs(1)) {
+        first.seen.push(line);
+    }
+    assert_eq!(code, Some(0), "dev-env run with KFP_RUN_UNTIL_SETTLED:\n{}", first.seen.join("\n"));
+    assert!(graph_printed(&first.seen), "{}", first.seen.join("\n"));
     assert_the_chain(&first);
+    assert_nothing_left(&state);
+
+    // Second run, on the same (stopped) environment: the chain starts again; interactive, it
+    // keeps going until Ctrl-C.
+    let mut second = MainCommand::start(&state, &stderr_log, &ports, &[]);
+    second.read_until("watch line (operator ready)", STARTUP, |lines| {
+        lines.iter().any(|line| line.starts_with("watching Runs"))
+    });
+    second.read_until("first Run", CHAIN, |lines| lines.iter().any(|line| line.contains("run created")));
+    eprintln!("warm run: first Run after {:?}", second.started.elapsed());
+    second.read_until("graph with all three stages", CHAIN, graph_printed);
+    assert_the_chain(&second);
 
     let nats_url = format!("nats://127.0.0.1:{}", ports.nats);
     let tail = kfp_operator(
@@ -323,7 +341,7 @@ fn the_main_command_shows_the_chain_its_events_and_graph_and_stops_everything() 
         std::slice::from_ref(&kubeconfig),
         Duration::from_secs(30),
     );
-    let training_run = run_name(the_run_of(&first, STAGES[0])).to_owned();
+    let training_run = run_name(the_run_of(&second, STAGES[0])).to_owned();
     assert!(
         graph.starts_with(&format!(
             "{}  [Succeeded {training_run}] (other namespace)\n-> {}  [Succeeded",
@@ -343,24 +361,8 @@ fn the_main_command_shows_the_chain_its_events_and_graph_and_stops_everything() 
     let runs = String::from_utf8_lossy(&output.stdout);
     assert_eq!(runs.lines().count(), 3, "{runs}");
 
-    first.interrupt();
-    let code = first.wait(Duration::from_secs(60));
+    second.interrupt();
+    let code = second.wait(Duration::from_secs(60));
     assert_eq!(code, Some(130), "dev-env run after Ctrl-C");
-    assert_nothing_left(&state);
-
-    // Second run: the environment's data is kept, the chain starts again; non-interactive.
-    let mut second = MainCommand::start(&state, &stderr_log, &ports, &[("KFP_RUN_UNTIL_SETTLED", "1")]);
-    second.read_until("watch line (operator ready)", STARTUP, |lines| {
-        lines.iter().any(|line| line.starts_with("watching Runs"))
-    });
-    second.read_until("first Run", CHAIN, |lines| lines.iter().any(|line| line.contains("run created")));
-    eprintln!("warm run: first Run after {:?}", second.started.elapsed());
-    let code = second.wait(CHAIN);
-    while let Ok(line) = second.lines.recv_timeout(Duration::from_secs(1)) {
-        second.seen.push(line);
-    }
-    assert_eq!(code, Some(0), "dev-env run with KFP_RUN_UNTIL_SETTLED:\n{}", second.seen.join("\n"));
-    assert!(graph_printed(&second.seen), "{}", second.seen.join("\n"));
-    assert_the_chain(&second);
     assert_nothing_left(&state);
 }
