@@ -1,5 +1,6 @@
 //! The command line: `run` starts the operator, `crd` prints or writes the CRDs, `manifests`
-//! prints the in-cluster installation, and the `events`, `graph` and `bench` tools.
+//! prints the in-cluster installation, and the `events`, `graph`, `watch` and `bench` tools;
+//! and how a failure is told in one line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,10 +34,13 @@ enum Command {
         /// Only this namespace (and what it depends on); all namespaces when absent.
         #[arg(long)]
         namespace: Option<String>,
-        /// `mermaid` or `dot` (Graphviz).
-        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
+        /// `mermaid`, `dot` (Graphviz) or `text` (an indented tree for the terminal).
+        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot", "text"])]
         format: String,
     },
+    /// Show the operator at work: one line per Run created and per CloudEvent published, and the
+    /// dependency graph whenever every Run has completed.
+    Watch(crate::watch::WatchArgs),
     /// Measure the operator against the raw limits (prints JSON lines).
     Bench {
         #[command(subcommand)]
@@ -143,7 +147,56 @@ impl RunArgs {
     }
 }
 
+/// A client for the cluster of the current kubeconfig (or the in-cluster configuration).
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.context(
+        "no usable Kubernetes configuration: set KUBECONFIG to a kubeconfig file or run in a cluster",
+    )
+}
+
+/// An error and its causes on one line, `outer: inner: …`, leaving out a cause whose text the
+/// message before it already contains.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// A panic on one line: its message and where it happened.
+pub fn panic_line(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".to_owned());
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match info.location() {
+        Some(location) => format!(
+            "internal error: {message} (at {}:{}); please report it",
+            location.file(),
+            location.line()
+        ),
+        None => format!("internal error: {message}; please report it"),
+    }
+}
+
 impl Args {
+    /// Whether this runs the operator (as opposed to a one-off tool).
+    pub fn is_operator(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => {
@@ -154,14 +207,16 @@ impl Args {
                 crate::events::tail::tail(args, &mut std::io::stdout()).await
             }
             Command::Graph { namespace, format } => {
-                let client = kube::Client::try_default()
+                let client = kube_client().await?;
+                let graph = crate::triggers::graph_of_cluster(&client, namespace.as_deref(), &format)
                     .await
-                    .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
-                print!(
-                    "{}",
-                    crate::triggers::graph_of_cluster(&client, namespace.as_deref(), &format).await?
-                );
+                    .map_err(|e| crate::watch::cluster_error("listing RunConfigurations", e))?;
+                print!("{graph}");
                 Ok(())
+            }
+            Command::Watch(args) => {
+                let client = kube_client().await?;
+                crate::watch::watch(client, args, &mut std::io::stdout()).await
             }
             Command::Bench { command: BenchCommand::Events(args) } => {
                 crate::bench::run(args, &mut std::io::stdout()).await
@@ -220,5 +275,22 @@ fn init_tracing(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_without_repeats() {
+        let root = std::io::Error::other("connection refused");
+        let error = anyhow::Error::new(root)
+            .context("tcp connect error: connection refused")
+            .context("cannot connect to nats://127.0.0.1:4222\n(is it running?)");
+        assert_eq!(
+            error_line(&error),
+            "cannot connect to nats://127.0.0.1:4222 (is it running?): tcp connect error: connection refused"
+        );
     }
 }

@@ -183,8 +183,10 @@ pub struct ArgoEventBusSink {
     /// The EventBus's NATS server and credentials (Argo sets up TLS and basic auth).
     pub nats: NatsConnection,
     /// The EventSource name Sensors depend on (becomes the CloudEvent `source`).
+    #[serde(default = "default_argo_event_source_name")]
     pub event_source_name: String,
     /// The event name Sensors depend on (becomes the CloudEvent `subject`).
+    #[serde(default = "default_argo_event_name")]
     pub event_name: String,
     /// The bus's stream, `default` in Argo Events.
     #[serde(default = "default_argo_stream")]
@@ -193,6 +195,14 @@ pub struct ArgoEventBusSink {
 
 fn default_argo_stream() -> String {
     "default".into()
+}
+
+fn default_argo_event_source_name() -> String {
+    "kfp-operator".into()
+}
+
+fn default_argo_event_name() -> String {
+    "run-completion".into()
 }
 
 impl Default for OperatorConfig {
@@ -369,6 +379,26 @@ mod tests {
         std::fs::write(&path, "concurrency: 0\n").unwrap();
         let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
         assert!(error.contains("concurrency must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn the_argo_event_bus_names_default_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "events:\n  argoEventBus:\n    nats: {url: nats://127.0.0.1:4222}\n").unwrap();
+        let argo = OperatorConfig::from_file(&path).unwrap().events.argo_event_bus.unwrap();
+        assert_eq!(
+            (argo.event_source_name.as_str(), argo.event_name.as_str(), argo.stream.as_str()),
+            ("kfp-operator", "run-completion", "default")
+        );
+
+        std::fs::write(
+            &path,
+            "events:\n  argoEventBus:\n    nats: {url: nats://127.0.0.1:4222}\n    eventName: \"\"\n",
+        )
+        .unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("eventName"), "{error}");
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod recent;
 pub mod server;
 pub mod shutdown;
 pub mod triggers;
+pub mod watch;

@@ -588,8 +588,8 @@ impl ArgoEvent {
 fn completion(pipeline: &str, status: RunCompletionStatus, artifacts: Vec<Artifact>) -> RunCompletionEvent {
     RunCompletionEvent {
         status,
-        pipeline_name: NamespacedName::new("base-namespace", pipeline),
-        run_configuration_name: Some(NamespacedName::new("base-namespace", format!("{pipeline}-rc"))),
+        pipeline_name: NamespacedName::new("ml-training", pipeline),
+        run_configuration_name: Some(NamespacedName::new("ml-training", format!("{pipeline}-rc"))),
         run_name: None,
         run_id: format!("{pipeline}-{status}-{}", artifacts.len()),
         run_start_time: Some(Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap()),
@@ -609,7 +609,7 @@ fn sample_completions() -> Vec<RunCompletionEvent> {
     };
     let mut one_off = completion("penguin-pipeline", Succeeded, vec![]);
     one_off.run_configuration_name = None;
-    one_off.run_name = Some(NamespacedName::new("base-namespace", "one-off"));
+    one_off.run_name = Some(NamespacedName::new("ml-training", "one-off"));
     one_off.run_id = "one-off".into();
     vec![
         completion("penguin-pipeline", Succeeded, model()),
@@ -997,7 +997,7 @@ fn sensors_fire_exactly_for_the_documented_events() {
                     succeeded(i)
                         && !completions[*i].artifacts.is_empty()
                         && completions[*i].pipeline_name
-                            == NamespacedName::new("base-namespace", "penguin-pipeline")
+                            == NamespacedName::new("ml-training", "penguin-pipeline")
                 })
                 .map(|i| (Sink::JetStream, i, Some("model-ready")))
                 .collect(),
@@ -1072,4 +1072,43 @@ fn subject_matching_follows_nats() {
     assert!(!subject_matches("default.*.*", "default.kfp.operator.run-completion"));
     assert!(subject_matches("events", "events"));
     assert!(!subject_matches("events", "events.x"));
+}
+
+#[test]
+fn the_documented_argo_bus_names_are_the_configuration_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("operator.yaml");
+    std::fs::write(&path, "events:\n  argoEventBus:\n    nats:\n      url: nats://127.0.0.1:4222\n").unwrap();
+    let config = kfp_operator::config::OperatorConfig::from_file(&path).unwrap();
+    let argo = config.events.argo_event_bus.unwrap();
+    assert_eq!(argo.event_source_name, ARGO_BUS_EVENT_SOURCE);
+    assert_eq!(argo.event_name, ARGO_BUS_EVENT_NAME);
+}
+
+/// The serving Sensor reacts to the quickstart's model: the Pipeline of the RunConfiguration in
+/// `examples/quickstart/` that exposes `serving-model`.
+#[test]
+fn the_serving_sensor_follows_the_quickstart_model() {
+    let file = repo_root().join("examples/quickstart/30-runconfigurations.yaml");
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let training = documents
+        .iter()
+        .find(|rc| {
+            rc["spec"]["run"]["artifacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["name"] == "serving-model")
+        })
+        .expect("a quickstart RunConfiguration exposes serving-model");
+    let pipeline = format!(
+        "{}/{}",
+        training["metadata"]["namespace"].as_str().unwrap(),
+        training["spec"]["run"]["pipeline"].as_str().unwrap()
+    );
+    let sensor = manifest("sensor-model-ready-serving.yaml", "Sensor");
+    let filter = &sensor.value["spec"]["dependencies"][0]["filters"]["data"][0];
+    assert_eq!(filter["path"], "body.data.pipelineName");
+    assert_eq!(filter["value"], json!([format!("^{pipeline}$")]));
 }

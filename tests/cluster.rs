@@ -146,10 +146,27 @@ async fn reference_examples_are_accepted_by_server_side_dry_run() {
     .await;
 }
 
+/// The quickstart names its two namespaces; here they become fresh ones of the test.
 #[tokio::test]
 async fn project_examples_are_accepted_by_server_side_dry_run() {
-    let root = support::repo_root().join("examples");
-    assert_accepted_by_server_side_dry_run("project-examples", manifests_in(root, &["quickstart"]), 3).await;
+    let client = support::client().await;
+    let training = support::namespace(&client, "quickstart-training").await;
+    let evaluation = support::namespace(&client, "quickstart-evaluation").await;
+    let manifests = manifests_in(support::repo_root().join("examples"), &["quickstart"]);
+    assert!(manifests.len() >= 3, "expected at least 3 manifests, found {manifests:?}");
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("ml-training", &training)
+            .replace("ml-evaluation", &evaluation);
+        let output = support::kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &text);
+        assert!(
+            output.status.success(),
+            "{} was rejected: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 #[tokio::test]

@@ -92,13 +92,39 @@ pub fn summarise(subject: &str, body: &[u8]) -> String {
     line
 }
 
+/// Connects to NATS, or says why not and what to check.
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to NATS at {url} ({e}): is nats-server running there? (set --nats-url or NATS_URL)"
+            )
+        })
+}
+
+/// The operator's stream, or an error saying where it was looked for and why it may be missing.
+pub async fn operator_stream(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+    url: &str,
+) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    jetstream.get_stream(stream).await.map_err(|e| match e.kind() {
+        GetStreamErrorKind::JetStream(js) if js.code() == 404 => anyhow::anyhow!(
+            "no stream {stream} on {url}: is the operator running with the jetstream sink (events.nats.url set) \
+             against this server?"
+        ),
+        _ => anyhow::anyhow!("cannot look up stream {stream} on {url} ({e}): does the server have JetStream on (-js)?"),
+    })
+}
+
 /// Follows events until the count is reached or the connection ends.
 pub async fn tail(args: TailArgs, out: &mut (impl Write + Send)) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .name("kfp-operator-tail")
-        .connect(&args.nats_url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.nats_url))?;
+    let client = connect(&args.nats_url, "kfp-operator-tail").await?;
     let subjects = subjects(&args);
     let mut printed = 0usize;
     let mut print = |subject: &str, body: &[u8], out: &mut (dyn Write + Send)| -> anyhow::Result<bool> {
@@ -113,20 +139,23 @@ pub async fn tail(args: TailArgs, out: &mut (impl Write + Send)) -> anyhow::Resu
     };
     if args.replay && args.legacy_subject.is_none() {
         let jetstream = async_nats::jetstream::new(client.clone());
-        let stream = jetstream
-            .get_stream(&args.stream)
-            .await
-            .map_err(|e| anyhow::anyhow!("stream {} not found: {e}", args.stream))?;
+        let stream = operator_stream(&jetstream, &args.stream, &args.nats_url).await?;
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 filter_subjects: subjects.clone(),
                 deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
                 ..Default::default()
             })
-            .await?;
-        let mut messages = consumer.messages().await?;
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read stream {} on {}: {e}", args.stream, args.nats_url))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read stream {} on {}: {e}", args.stream, args.nats_url))?;
         while let Some(message) = messages.next().await {
-            let message = message?;
+            let message = message.map_err(|e| {
+                anyhow::anyhow!("reading stream {} on {} failed: {e}", args.stream, args.nats_url)
+            })?;
             if print(message.subject.as_str(), &message.payload, out)? {
                 return Ok(());
             }
@@ -135,7 +164,11 @@ pub async fn tail(args: TailArgs, out: &mut (impl Write + Send)) -> anyhow::Resu
     }
     let mut subscriptions = Vec::new();
     for subject in subjects {
-        subscriptions.push(client.subscribe(subject).await?);
+        let subscription = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to {subject} on {}: {e}", args.nats_url))?;
+        subscriptions.push(subscription);
     }
     let mut all = futures::stream::select_all(subscriptions);
     while let Some(message) = all.next().await {

@@ -1,7 +1,8 @@
 //! The built-in stub provider: deterministic, in-process, for tests and trials. Every call
 //! succeeds unless the resource is named after one of the reference stub's failure names
 //! (`create-run-fail`, `delete-pipeline-fail`, …); ids are `namespace/name`. Created runs
-//! complete after a configurable delay (see [`StubSettings`]).
+//! complete after a configurable delay, with a configurable outcome and artifacts (see
+//! [`StubSettings`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,24 @@ pub struct StubRun {
     pub components: Vec<PipelineComponent>,
 }
 
+/// Where an artifact URI names the run that produced it.
+pub const RUN_ID_PLACEHOLDER: &str = "{runId}";
+
 impl StubRun {
+    /// The artifacts of this run: the configured ones, with [`RUN_ID_PLACEHOLDER`] in their URIs
+    /// replaced by the run id.
+    fn components_of_run(&self) -> Vec<PipelineComponent> {
+        let mut components = self.components.clone();
+        for instance in components
+            .iter_mut()
+            .flat_map(|c| c.component_artifacts.iter_mut())
+            .flat_map(|a| a.artifacts.iter_mut())
+        {
+            instance.uri = instance.uri.replace(RUN_ID_PLACEHOLDER, &self.run_id);
+        }
+        components
+    }
+
     /// The completion the provider reports for this run.
     pub fn completion(
         &self,
@@ -57,7 +75,7 @@ impl StubRun {
             run_id: self.run_id.clone(),
             run_start_time: Some(start),
             run_end_time: Some(end),
-            pipeline_components: self.components.clone(),
+            pipeline_components: self.components_of_run(),
             provider: self.provider.clone(),
         })
     }
@@ -70,7 +88,8 @@ pub struct StubSettings {
     pub completion_delay: Duration,
     /// `completionStatus`: `succeeded` (default) or `failed`.
     pub completion_status: RunCompletionStatus,
-    /// `completionArtifacts`: what runs produce, as `[{component, artifact, uri, metadata}]`.
+    /// `completionArtifacts`: what every run produces, as `[{component, artifact, uri, metadata}]`;
+    /// `{runId}` in a `uri` becomes the run's id.
     pub completion_components: Vec<PipelineComponent>,
 }
 
@@ -309,6 +328,26 @@ mod tests {
         let run = receiver.recv().await.unwrap();
         assert_eq!(run.run_id, "ml/run-1");
         assert_eq!(run.completes_after, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn completions_carry_the_artifacts_with_the_run_id_in_their_uris() {
+        let parameters = std::collections::BTreeMap::from([(
+            "completionArtifacts".to_owned(),
+            json!([{"component": "Pusher", "artifact": "pushed_model", "uri": "memory://models/{runId}",
+                    "metadata": {"pushed": 1}}]),
+        )]);
+        let settings = StubSettings::from_parameters(&parameters).unwrap();
+        let stub = StubProvider::new(NamespacedName::new("kfp", "stub"), settings, None);
+        let definition =
+            json!({"name": "ml/train-1", "pipelineName": "ml/penguin", "runConfigurationName": "ml/train"});
+        let now = chrono::Utc::now();
+        let completion = stub.stub_run("ml/train-1", &definition).completion(now, now).unwrap();
+        assert_eq!(completion.status, RunCompletionStatus::Succeeded);
+        assert_eq!(completion.run_configuration_name, Some(NamespacedName::new("ml", "train")));
+        let instance = &completion.pipeline_components[0].component_artifacts[0].artifacts[0];
+        assert_eq!(instance.uri, "memory://models/ml/train-1");
+        assert_eq!(instance.metadata["pushed"], json!(1));
     }
 
     #[test]

@@ -59,8 +59,11 @@ impl Error {
     }
 }
 
-/// Renders the dependency graph of the RunConfigurations in `namespace` (all when `None`) as
-/// `mermaid` or `dot`, each node with its latest successful run or its failure.
+/// Renders the dependency graph as `mermaid`, `dot` or `text`, each node with its latest
+/// successful run or its failure: every RunConfiguration, or (with `namespace`) those of one
+/// namespace with their neighbours in other namespaces. Without permission to list every
+/// namespace, a namespace's graph shows the dependencies it names, but not its dependants
+/// elsewhere.
 pub async fn graph_of_cluster(
     client: &kube::Client,
     namespace: Option<&str>,
@@ -68,13 +71,32 @@ pub async fn graph_of_cluster(
 ) -> Result<String, kube::Error> {
     use kube::api::{Api, ListParams};
 
+    use crate::api::RunConfiguration;
     use crate::api::conditions::SyncState;
 
-    let api: Api<crate::api::RunConfiguration> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
+    let all: Api<RunConfiguration> = Api::all(client.clone());
+    let rcs = match (all.list(&ListParams::default()).await, namespace) {
+        (Ok(list), _) => list.items,
+        (Err(kube::Error::Api(status)), Some(namespace)) if status.code == 403 => {
+            let mut rcs = Api::<RunConfiguration>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default())
+                .await?
+                .items;
+            let elsewhere: std::collections::BTreeSet<NamespacedName> = rcs
+                .iter()
+                .flat_map(trigger_dependencies)
+                .filter(|dependency| dependency.namespace != namespace)
+                .collect();
+            for dependency in elsewhere {
+                let api: Api<RunConfiguration> = Api::namespaced(client.clone(), &dependency.namespace);
+                if let Ok(Some(rc)) = api.get_opt(&dependency.name).await {
+                    rcs.push(rc);
+                }
+            }
+            rcs
+        }
+        (Err(error), _) => return Err(error),
     };
-    let rcs = api.list(&ListParams::default()).await?.items;
     let graph = DependencyGraph::from_run_configurations(rcs.iter());
     let states = rcs
         .iter()
@@ -88,7 +110,15 @@ pub async fn graph_of_cluster(
             (qualified_name(rc), state)
         })
         .collect();
-    Ok(if format == "dot" { render::dot(&graph, &states) } else { render::mermaid(&graph, &states) })
+    let view = match namespace {
+        Some(namespace) => render::View::namespace(&graph, &states, namespace),
+        None => render::View::all(&graph, &states),
+    };
+    Ok(match format {
+        "dot" => render::dot(&view),
+        "text" => render::text(&view),
+        _ => render::mermaid(&view),
+    })
 }
 
 #[cfg(test)]

@@ -1,71 +1,120 @@
-//! Renders a [`DependencyGraph`] for `kfp-operator graph`: Mermaid or Graphviz DOT, pure.
+//! Renders a [`DependencyGraph`] for `kfp-operator graph`: Mermaid, Graphviz DOT or an indented
+//! text tree, pure.
 //!
 //! Each node is labelled `namespace/name` and the state of its last run (`states`, `-` when
 //! absent); each edge points from a dependency to its dependant (the way runs flow). Cycle edges
-//! are drawn red and dashed, since no run fires along them. Nodes and edges come in sorted order,
-//! so the output of an unchanged graph is byte-identical.
+//! are drawn red and dashed (marked `(cycle)` in text), since no run fires along them. A [`View`]
+//! of one namespace shows that namespace's RunConfigurations, their dependencies and dependants
+//! in other namespaces as external nodes (dashed; `(other namespace)` in text), and the edges
+//! that touch the namespace. Nodes and edges come in sorted order, so the output of an unchanged
+//! graph is byte-identical.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::graph::DependencyGraph;
 use crate::api::NamespacedName;
 
-fn state_of<'a>(states: &'a BTreeMap<NamespacedName, String>, node: &NamespacedName) -> &'a str {
-    states.get(node).map_or("-", String::as_str)
+/// What to draw: a graph, each node's state, and optionally the one namespace to focus on.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    graph: &'a DependencyGraph,
+    states: &'a BTreeMap<NamespacedName, String>,
+    namespace: Option<&'a str>,
+}
+
+impl<'a> View<'a> {
+    /// The whole graph.
+    pub fn all(graph: &'a DependencyGraph, states: &'a BTreeMap<NamespacedName, String>) -> Self {
+        Self { graph, states, namespace: None }
+    }
+
+    /// The RunConfigurations of `namespace` and their neighbours in other namespaces.
+    pub fn namespace(
+        graph: &'a DependencyGraph,
+        states: &'a BTreeMap<NamespacedName, String>,
+        namespace: &'a str,
+    ) -> Self {
+        Self { graph, states, namespace: Some(namespace) }
+    }
+
+    fn focused(&self, node: &NamespacedName) -> bool {
+        self.namespace.is_none_or(|namespace| node.namespace == namespace)
+    }
+
+    /// Whether `node` is drawn as outside the focused namespace.
+    fn is_external(&self, node: &NamespacedName) -> bool {
+        !self.focused(node)
+    }
+
+    /// The edges drawn, sorted by dependency, then dependant.
+    fn edges(&self) -> impl Iterator<Item = (&'a NamespacedName, &'a NamespacedName)> + '_ {
+        self.graph.edges().filter(|(from, to)| self.focused(from) || self.focused(to))
+    }
+
+    /// The nodes drawn, sorted.
+    fn nodes(&self) -> Vec<&'a NamespacedName> {
+        let mut nodes: BTreeSet<&NamespacedName> = self.graph.nodes().filter(|n| self.focused(n)).collect();
+        nodes.extend(self.edges().flat_map(|(from, to)| [from, to]));
+        nodes.into_iter().collect()
+    }
+
+    fn state(&self, node: &NamespacedName) -> &'a str {
+        self.states.get(node).map_or("-", String::as_str)
+    }
 }
 
 /// Mermaid flowchart source. Node ids are `n0`, `n1`, … in sorted name order; quotes in labels
 /// become `#quot;`.
-pub fn mermaid(graph: &DependencyGraph, states: &BTreeMap<NamespacedName, String>) -> String {
+pub fn mermaid(view: &View<'_>) -> String {
     let escape = |s: &str| s.replace('"', "#quot;");
-    let ids: BTreeMap<&NamespacedName, usize> = graph.nodes().enumerate().map(|(i, n)| (n, i)).collect();
+    let ids: BTreeMap<&NamespacedName, usize> =
+        view.nodes().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
     let mut out = String::from("flowchart LR\n");
     for (node, id) in &ids {
-        let _ = writeln!(
-            out,
-            "  n{id}[\"{}<br/>{}\"]",
-            escape(&node.to_string()),
-            escape(state_of(states, node))
-        );
+        let _ = writeln!(out, "  n{id}[\"{}<br/>{}\"]", escape(&node.to_string()), escape(view.state(node)));
     }
     let mut cycle_links = Vec::new();
-    for (index, (dependency, dependant)) in graph.edges().enumerate() {
+    for (index, (dependency, dependant)) in view.edges().enumerate() {
         let (Some(from), Some(to)) = (ids.get(dependency), ids.get(dependant)) else {
             continue;
         };
-        if graph.is_cycle_edge(dependency, dependant) {
+        if view.graph.is_cycle_edge(dependency, dependant) {
             cycle_links.push(index.to_string());
             let _ = writeln!(out, "  n{from} -.-> n{to}");
         } else {
             let _ = writeln!(out, "  n{from} --> n{to}");
         }
     }
+    let class_of = |wanted: &dyn Fn(&NamespacedName) -> bool| -> Vec<String> {
+        ids.iter().filter(|(node, _)| wanted(node)).map(|(_, id)| format!("n{id}")).collect()
+    };
     if !cycle_links.is_empty() {
         let _ = writeln!(out, "  linkStyle {} stroke:red,stroke-dasharray:5 5", cycle_links.join(","));
-        let members: Vec<String> = ids
-            .iter()
-            .filter(|(node, _)| graph.in_cycle(node).is_some())
-            .map(|(_, id)| format!("n{id}"))
-            .collect();
         out.push_str("  classDef cycle stroke:red\n");
-        let _ = writeln!(out, "  class {} cycle", members.join(","));
+        let _ = writeln!(out, "  class {} cycle", class_of(&|n| view.graph.in_cycle(n).is_some()).join(","));
+    }
+    let external = class_of(&|n| view.is_external(n));
+    if !external.is_empty() {
+        out.push_str("  classDef external stroke-dasharray:3 3\n");
+        let _ = writeln!(out, "  class {} external", external.join(","));
     }
     out
 }
 
 /// Graphviz DOT source. Node ids are the quoted `namespace/name`; quotes and backslashes in
 /// strings are escaped.
-pub fn dot(graph: &DependencyGraph, states: &BTreeMap<NamespacedName, String>) -> String {
+pub fn dot(view: &View<'_>) -> String {
     let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::from("digraph runconfigurations {\n  rankdir=LR;\n  node [shape=box];\n");
-    for node in graph.nodes() {
+    for node in view.nodes() {
         let name = escape(&node.to_string());
-        let _ = writeln!(out, "  \"{name}\" [label=\"{name}\\n{}\"];", escape(state_of(states, node)));
+        let style = if view.is_external(node) { ", style=dashed" } else { "" };
+        let _ = writeln!(out, "  \"{name}\" [label=\"{name}\\n{}\"{style}];", escape(view.state(node)));
     }
-    for (dependency, dependant) in graph.edges() {
+    for (dependency, dependant) in view.edges() {
         let style =
-            if graph.is_cycle_edge(dependency, dependant) { " [color=red, style=dashed]" } else { "" };
+            if view.graph.is_cycle_edge(dependency, dependant) { " [color=red, style=dashed]" } else { "" };
         let _ = writeln!(
             out,
             "  \"{}\" -> \"{}\"{style};",
@@ -74,6 +123,49 @@ pub fn dot(graph: &DependencyGraph, states: &BTreeMap<NamespacedName, String>) -
         );
     }
     out.push_str("}\n");
+    out
+}
+
+/// An indented tree for a terminal: each RunConfiguration with its state, its dependants below
+/// it after `-> `. Trees start at the nodes nothing drawn triggers (then at the first unvisited
+/// member of each remaining cycle); a node met again is written `(see above)`.
+pub fn text(view: &View<'_>) -> String {
+    let nodes = view.nodes();
+    let edges: Vec<(&NamespacedName, &NamespacedName)> = view.edges().collect();
+    let dependants = |node: &NamespacedName| -> Vec<&NamespacedName> {
+        edges.iter().filter(|(from, _)| *from == node).map(|(_, to)| *to).collect()
+    };
+    let has_dependency = |node: &NamespacedName| edges.iter().any(|(_, to)| *to == node);
+    let roots: Vec<&NamespacedName> = nodes.iter().copied().filter(|n| !has_dependency(n)).collect();
+    let mut visited: BTreeSet<&NamespacedName> = BTreeSet::new();
+    let mut out = String::new();
+    let line = |out: &mut String, depth: usize, node: &NamespacedName, note: &str| {
+        let arrow = if depth == 0 { String::new() } else { format!("{}-> ", "   ".repeat(depth - 1)) };
+        let external = if view.is_external(node) { " (other namespace)" } else { "" };
+        let _ = writeln!(out, "{arrow}{node}  [{}]{external}{note}", view.state(node));
+    };
+    let starts = roots.into_iter().chain(nodes.iter().copied());
+    for start in starts {
+        if visited.contains(start) {
+            continue;
+        }
+        let mut stack: Vec<(&NamespacedName, usize, Option<&NamespacedName>)> = vec![(start, 0, None)];
+        while let Some((node, depth, parent)) = stack.pop() {
+            let cycle = parent.is_some_and(|parent| view.graph.is_cycle_edge(parent, node));
+            let cycle_note = if cycle { " (cycle: no run fires along it)" } else { "" };
+            if !visited.insert(node) {
+                line(&mut out, depth, node, &format!("{cycle_note} (see above)"));
+                continue;
+            }
+            line(&mut out, depth, node, cycle_note);
+            for dependant in dependants(node).into_iter().rev() {
+                stack.push((dependant, depth + 1, Some(node)));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(no RunConfigurations)\n");
+    }
     out
 }
 
@@ -99,6 +191,20 @@ mod tests {
         (graph, states)
     }
 
+    /// The quickstart's shape: a → b (another namespace) → c, and an unrelated d.
+    fn chain() -> (DependencyGraph, BTreeMap<NamespacedName, String>) {
+        let mut graph = DependencyGraph::new();
+        graph.insert(nn("train/a"), []);
+        graph.insert(nn("eval/b"), [nn("train/a")]);
+        graph.insert(nn("eval/c"), [nn("eval/b")]);
+        graph.insert(nn("other/d"), []);
+        let states = BTreeMap::from([
+            (nn("train/a"), "Succeeded train/a-1".to_owned()),
+            (nn("eval/b"), "Succeeded eval/b-1".to_owned()),
+        ]);
+        (graph, states)
+    }
+
     #[test]
     fn mermaid_snapshot() {
         let (graph, states) = small();
@@ -116,7 +222,7 @@ mod tests {
   class n1,n3 cycle
 "#;
         // Links are numbered in output order (edges sorted by dependency, then dependant).
-        let rendered = mermaid(&graph, &states);
+        let rendered = mermaid(&View::all(&graph, &states));
         assert_eq!(rendered, expected, "\n{rendered}");
     }
 
@@ -136,17 +242,57 @@ mod tests {
   "ml/train" -> "ml/eval" [color=red, style=dashed];
 }
 "#;
-        let rendered = dot(&graph, &states);
+        let rendered = dot(&View::all(&graph, &states));
         assert_eq!(rendered, expected, "\n{rendered}");
+    }
+
+    #[test]
+    fn text_snapshot() {
+        let (graph, states) = small();
+        let expected = "base/examples  [Succeeded]
+-> ml/train  [Failed]
+   -> ml/eval  [-] (cycle: no run fires along it)
+      -> ml/report  [say \"hi\"]
+      -> ml/train  [Failed] (cycle: no run fires along it) (see above)
+";
+        let rendered = text(&View::all(&graph, &states));
+        assert_eq!(rendered, expected, "\n{rendered}");
+    }
+
+    #[test]
+    fn a_namespace_view_shows_neighbours_elsewhere_with_their_state_and_edges() {
+        let (graph, states) = chain();
+        let eval = View::namespace(&graph, &states, "eval");
+        assert_eq!(
+            text(&eval),
+            "train/a  [Succeeded train/a-1] (other namespace)\n-> eval/b  [Succeeded eval/b-1]\n   -> eval/c  [-]\n"
+        );
+        let rendered = mermaid(&eval);
+        assert!(rendered.contains("n2[\"train/a<br/>Succeeded train/a-1\"]"), "{rendered}");
+        assert!(rendered.contains("n2 --> n0"), "{rendered}");
+        assert!(
+            rendered.ends_with("  classDef external stroke-dasharray:3 3\n  class n2 external\n"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("other/d"), "{rendered}");
+
+        let train = View::namespace(&graph, &states, "train");
+        let rendered = dot(&train);
+        assert!(
+            rendered.contains("\"eval/b\" [label=\"eval/b\\nSucceeded eval/b-1\", style=dashed];"),
+            "{rendered}"
+        );
+        assert!(rendered.contains("\"train/a\" -> \"eval/b\";"), "{rendered}");
+        assert!(!rendered.contains("eval/c"), "only the direct neighbours: {rendered}");
     }
 
     #[test]
     fn an_empty_graph_renders() {
         let graph = DependencyGraph::new();
-        assert_eq!(mermaid(&graph, &BTreeMap::new()), "flowchart LR\n");
-        assert_eq!(
-            dot(&graph, &BTreeMap::new()),
-            "digraph runconfigurations {\n  rankdir=LR;\n  node [shape=box];\n}\n"
-        );
+        let states = BTreeMap::new();
+        let view = View::all(&graph, &states);
+        assert_eq!(mermaid(&view), "flowchart LR\n");
+        assert_eq!(dot(&view), "digraph runconfigurations {\n  rankdir=LR;\n  node [shape=box];\n}\n");
+        assert_eq!(text(&view), "(no RunConfigurations)\n");
     }
 }
