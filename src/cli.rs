@@ -2,7 +2,6 @@
 //! prints the in-cluster installation, and the `events`, `graph`, `watch` and `bench` tools;
 //! and how a failure is told in one line.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -23,7 +22,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(operator::RunArgs),
     /// Follow run-completion events on NATS.
     Events {
         #[command(subcommand)]
@@ -40,7 +39,7 @@ enum Command {
     },
     /// Show the operator at work: one line per Run created and per CloudEvent published, and the
     /// dependency graph whenever every Run has completed.
-    Watch(crate::watch::WatchArgs),
+    Watch(crate::tools::watch::WatchArgs),
     /// Measure the operator against the raw limits (prints JSON lines).
     Bench {
         #[command(subcommand)]
@@ -77,74 +76,15 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
     /// Print events as they are published (or replay the stream with --replay).
-    Tail(crate::events::tail::TailArgs),
+    Tail(crate::tools::tail::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Completions through the ingest to JetStream vs raw JetStream publishing.
-    Events(crate::bench::BenchArgs),
+    Events(crate::tools::bench::BenchArgs),
     /// One completion fanning out to N dependants vs a plain client creating N Runs; the index at scale.
-    Triggers(crate::bench::TriggerBenchArgs),
-}
-
-/// Options of `kfp-operator run`.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Address of the admin server (`/livez`, `/readyz`, `/metrics`).
-    #[arg(long, env = "KFP_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
-    pub admin_addr: SocketAddr,
-    /// Install or update the CRDs (server-side apply) before starting.
-    #[arg(long, env = "KFP_INSTALL_CRDS")]
-    pub install_crds: bool,
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, env = "KFP_LOG_JSON")]
-    pub log_json: bool,
-    /// The operator configuration file (YAML); flags override it.
-    #[arg(long, env = "KFP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Watch only this namespace (repeat for several); all namespaces when absent.
-    #[arg(long = "namespace")]
-    pub namespaces: Vec<String>,
-    /// How many objects of one kind are reconciled at once.
-    #[arg(long)]
-    pub concurrency: Option<u16>,
-    /// Delete completed Runs this long after completion (e.g. `10m`).
-    #[arg(long, value_parser = crate::config::parse_duration)]
-    pub run_completion_ttl: Option<std::time::Duration>,
-    /// Elect a leader among replicas on a Lease (`leaderElection.enabled`).
-    #[arg(long, env = "KFP_LEADER_ELECT")]
-    pub leader_elect: bool,
-    /// Address of the run-completion ingest (`POST /events`); overrides `events.listenAddr`.
-    #[arg(long, env = "KFP_EVENTS_ADDR")]
-    pub events_addr: Option<SocketAddr>,
-}
-
-impl RunArgs {
-    /// The configuration file, if any, with the flags applied over it, validated.
-    pub fn operator_config(&self) -> Result<crate::config::OperatorConfig, crate::config::ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => crate::config::OperatorConfig::from_file(path)?,
-            None => crate::config::OperatorConfig::default(),
-        };
-        if !self.namespaces.is_empty() {
-            config.namespaces = self.namespaces.clone();
-        }
-        if let Some(concurrency) = self.concurrency {
-            config.concurrency = concurrency;
-        }
-        if self.run_completion_ttl.is_some() {
-            config.run_completion_ttl = self.run_completion_ttl;
-        }
-        if self.leader_elect {
-            config.leader_election.enabled = true;
-        }
-        if let Some(addr) = self.events_addr {
-            config.events.listen_addr = addr;
-        }
-        config.validate()?;
-        Ok(config)
-    }
+    Triggers(crate::tools::bench::TriggerBenchArgs),
 }
 
 /// A client for the cluster of the current kubeconfig (or the in-cluster configuration).
@@ -154,6 +94,7 @@ async fn kube_client() -> anyhow::Result<kube::Client> {
     )
 }
 
+/// Options of `kfp-operator run`.
 /// An error and its causes on one line, `outer: inner: …`, leaving out a cause whose text the
 /// message before it already contains.
 pub fn error_line(error: &anyhow::Error) -> String {
@@ -204,25 +145,25 @@ impl Args {
                 operator::run(args).await
             }
             Command::Events { command: EventsCommand::Tail(args) } => {
-                crate::events::tail::tail(args, &mut std::io::stdout()).await
+                crate::tools::tail::tail(args, &mut std::io::stdout()).await
             }
             Command::Graph { namespace, format } => {
                 let client = kube_client().await?;
-                let graph = crate::triggers::graph_of_cluster(&client, namespace.as_deref(), &format)
+                let graph = crate::tools::graph::graph_of_cluster(&client, namespace.as_deref(), &format)
                     .await
-                    .map_err(|e| crate::watch::cluster_error("listing RunConfigurations", e))?;
+                    .map_err(|e| crate::tools::watch::cluster_error("listing RunConfigurations", e))?;
                 print!("{graph}");
                 Ok(())
             }
             Command::Watch(args) => {
                 let client = kube_client().await?;
-                crate::watch::watch(client, args, &mut std::io::stdout()).await
+                crate::tools::watch::watch(client, args, &mut std::io::stdout()).await
             }
             Command::Bench { command: BenchCommand::Events(args) } => {
-                crate::bench::run(args, &mut std::io::stdout()).await
+                crate::tools::bench::run(args, &mut std::io::stdout()).await
             }
             Command::Bench { command: BenchCommand::Triggers(args) } => {
-                crate::bench::run_triggers(args, &mut std::io::stdout()).await
+                crate::tools::bench::run_triggers(args, &mut std::io::stdout()).await
             }
             Command::Crd { output_dir: None } => {
                 print!("{}", api::crd::all_to_yaml()?);
@@ -230,7 +171,7 @@ impl Args {
             }
             Command::Crd { output_dir: Some(dir) } => write_crds(&dir),
             Command::Manifests { write_files: Some(root), .. } => {
-                for (path, content) in crate::deploy::generated_files()? {
+                for (path, content) in crate::tools::deploy::generated_files()? {
                     let path = root.join(path);
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)
@@ -241,7 +182,7 @@ impl Args {
                 Ok(())
             }
             Command::Manifests { namespace, image, config, without_namespace, write_files: None } => {
-                let mut installation = crate::deploy::Installation { namespace, ..Default::default() };
+                let mut installation = crate::tools::deploy::Installation { namespace, ..Default::default() };
                 if let Some(image) = image {
                     installation.image = image;
                 }

@@ -3,13 +3,11 @@
 
 pub mod admission;
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod completion;
 pub mod config;
 pub mod controller;
 pub mod crds;
-pub mod deploy;
 pub mod events;
 pub mod leader;
 pub mod operator;
@@ -17,5 +15,5 @@ pub mod provider;
 pub mod recent;
 pub mod server;
 pub mod shutdown;
+pub mod tools;
 pub mod triggers;
-pub mod watch;

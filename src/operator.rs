@@ -2,6 +2,8 @@
 //! leader election when it is on, and runs the eventing, the controllers and the admin server
 //! until SIGINT or SIGTERM (or until leadership is lost, which ends the process with an error).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,6 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::RunArgs;
 use crate::completion::KubeResources;
 use crate::events::ingest::Ingest;
 use crate::leader::LeaderElection;
@@ -19,6 +20,64 @@ use crate::{completion, controller, crds, events};
 
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Address of the admin server (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "KFP_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: SocketAddr,
+    /// Install or update the CRDs (server-side apply) before starting.
+    #[arg(long, env = "KFP_INSTALL_CRDS")]
+    pub install_crds: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "KFP_LOG_JSON")]
+    pub log_json: bool,
+    /// The operator configuration file (YAML); flags override it.
+    #[arg(long, env = "KFP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Watch only this namespace (repeat for several); all namespaces when absent.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// How many objects of one kind are reconciled at once.
+    #[arg(long)]
+    pub concurrency: Option<u16>,
+    /// Delete completed Runs this long after completion (e.g. `10m`).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub run_completion_ttl: Option<std::time::Duration>,
+    /// Elect a leader among replicas on a Lease (`leaderElection.enabled`).
+    #[arg(long, env = "KFP_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Address of the run-completion ingest (`POST /events`); overrides `events.listenAddr`.
+    #[arg(long, env = "KFP_EVENTS_ADDR")]
+    pub events_addr: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// The configuration file, if any, with the flags applied over it, validated.
+    pub fn operator_config(&self) -> Result<crate::config::OperatorConfig, crate::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => crate::config::OperatorConfig::from_file(path)?,
+            None => crate::config::OperatorConfig::default(),
+        };
+        if !self.namespaces.is_empty() {
+            config.namespaces = self.namespaces.clone();
+        }
+        if let Some(concurrency) = self.concurrency {
+            config.concurrency = concurrency;
+        }
+        if self.run_completion_ttl.is_some() {
+            config.run_completion_ttl = self.run_completion_ttl;
+        }
+        if self.leader_elect {
+            config.leader_election.enabled = true;
+        }
+        if let Some(addr) = self.events_addr {
+            config.events.listen_addr = addr;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.operator_config()?;

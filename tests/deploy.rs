@@ -10,7 +10,7 @@ use std::time::Duration;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
-use kfp_operator::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
+use kfp_operator::tools::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 

@@ -295,7 +295,7 @@ async fn events_tail_replays_and_filters_the_stream() {
     };
     let mut out = Vec::new();
     let args = tail(&["--type", "model-ready", "--count", "1"]);
-    tokio::time::timeout(Duration::from_secs(20), kfp_operator::events::tail::tail(args, &mut out))
+    tokio::time::timeout(Duration::from_secs(20), kfp_operator::tools::tail::tail(args, &mut out))
         .await
         .unwrap()
         .unwrap();
@@ -306,7 +306,7 @@ async fn events_tail_replays_and_filters_the_stream() {
 
     let mut out = Vec::new();
     let args = tail(&["--count", "2", "--json"]);
-    tokio::time::timeout(Duration::from_secs(20), kfp_operator::events::tail::tail(args, &mut out))
+    tokio::time::timeout(Duration::from_secs(20), kfp_operator::tools::tail::tail(args, &mut out))
         .await
         .unwrap()
         .unwrap();
@@ -319,7 +319,7 @@ async fn events_tail_replays_and_filters_the_stream() {
 #[derive(clap::Parser)]
 struct TailCli {
     #[command(flatten)]
-    args: kfp_operator::events::tail::TailArgs,
+    args: kfp_operator::tools::tail::TailArgs,
 }
 
 /// The durable completion consumer records what is on the stream, even what the ingest did not

@@ -168,14 +168,14 @@ async fn the_walkthrough_chains_three_run_configurations() {
     assert_eq!(runs_of(&client, &dependant, "evaluation").await.len(), 1);
 
     // `kfp-operator graph` shows the chain with each node's latest run.
-    let mermaid = kfp_operator::triggers::graph_of_cluster(&client, None, "mermaid").await.unwrap();
+    let mermaid = kfp_operator::tools::graph::graph_of_cluster(&client, None, "mermaid").await.unwrap();
     for node in
         [format!("{base}/examples"), format!("{dependant}/training"), format!("{dependant}/evaluation")]
     {
         assert!(mermaid.contains(&node), "{node} missing from:\n{mermaid}");
     }
     assert!(mermaid.contains("Succeeded"), "{mermaid}");
-    let dot = kfp_operator::triggers::graph_of_cluster(&client, Some(&dependant), "dot").await.unwrap();
+    let dot = kfp_operator::tools::graph::graph_of_cluster(&client, Some(&dependant), "dot").await.unwrap();
     assert!(dot.starts_with("digraph"), "{dot}");
     operator.stop().await;
 }

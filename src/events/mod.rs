@@ -18,7 +18,6 @@ mod schema;
 pub mod sink;
 pub mod sinks;
 pub use schema::DEFAULT_SCHEMA_BASE;
-pub mod tail;
 
 pub use crate::api::filter::{EvalError, Filter, FilterError};
 pub use cloudevent::{

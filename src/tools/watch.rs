@@ -131,7 +131,7 @@ pub async fn watch(
             _ = tick.tick() => {
                 let settled = !seen.is_empty() && seen.values().all(|run| run.done);
                 if settled && !graph_shown && last_activity.elapsed() >= args.settle {
-                    let graph = crate::triggers::graph_of_cluster(&client, single(&args.namespaces), "text")
+                    let graph = crate::tools::graph::graph_of_cluster(&client, single(&args.namespaces), "text")
                         .await
                         .map_err(|e| cluster_error("listing RunConfigurations", e))?;
                     say(out, "dependency graph (each RunConfiguration with its latest successful run):")?;
@@ -308,7 +308,7 @@ fn event_subjects(prefix: &str, namespaces: &[String]) -> Vec<String> {
 /// Receives the operator's events and sends one line per event: live on the subjects, and
 /// with `--since` also from the stream (once it exists).
 async fn follow_events(args: WatchArgs, lines: mpsc::Sender<EventLine>) {
-    let client = match crate::events::tail::connect(&args.nats_url, "kfp-operator-watch").await {
+    let client = match crate::tools::tail::connect(&args.nats_url, "kfp-operator-watch").await {
         Ok(client) => client,
         Err(error) => {
             eprintln!("watch: no events: {}", crate::cli::error_line(&error));
@@ -363,7 +363,7 @@ async fn replay_stream(
     let jetstream = async_nats::jetstream::new(client.clone());
     let mut waiting_said = false;
     let stream = loop {
-        match crate::events::tail::operator_stream(&jetstream, &args.stream, &args.nats_url).await {
+        match crate::tools::tail::operator_stream(&jetstream, &args.stream, &args.nats_url).await {
             Ok(stream) => break stream,
             Err(error) => {
                 if !waiting_said {

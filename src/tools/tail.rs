@@ -6,7 +6,7 @@ use std::io::Write;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::cloudevent::{EventKind, subject_token};
+use crate::events::cloudevent::{EventKind, subject_token};
 
 /// What to follow and how to show it.
 #[derive(Debug, Clone, clap::Args)]
