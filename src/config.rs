@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::api::duration::parse as parse_duration;
 use crate::api::duration::{deserialize as duration, deserialize_optional as optional_duration};
 
 /// What is wrong with the configuration.
@@ -49,7 +48,7 @@ pub struct OperatorConfig {
     /// a `serviceImage` and no `serviceUrl`.
     pub provider_defaults: ProviderDefaults,
     /// Run-completion eventing: the ingest endpoint and where events are published.
-    pub events: EventsConfig,
+    pub events: crate::events::config::EventsConfig,
     /// Whether a RunConfiguration may depend on one in another namespace: `allow`, `deny`, or
     /// `grant` (the depended-on one lists the dependant's namespace in its
     /// `pipelines.kubeflow.org/allow-dependants-from` annotation).
@@ -72,139 +71,6 @@ pub struct WebhookConfig {
     pub key_file: Option<std::path::PathBuf>,
 }
 
-/// Run-completion eventing settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// Address of the `POST /events` ingest.
-    pub listen_addr: std::net::SocketAddr,
-    /// Base URI of the payload schemas, used for CloudEvents' `dataschema`.
-    pub schema_base: String,
-    /// Largest accepted ingest body, in bytes.
-    pub max_body_bytes: usize,
-    /// How long one publish may wait for the bus's acknowledgement before it is retried.
-    #[serde(deserialize_with = "duration")]
-    pub publish_timeout: Duration,
-    /// How many completions may be publishing at once; further ingest requests wait.
-    pub max_in_flight: usize,
-    /// The NATS server of the `jetstream` and `legacyNats` sinks. No URL means the in-memory
-    /// bus (embedded mode).
-    pub nats: Option<NatsConnection>,
-    pub jetstream: JetStreamSink,
-    pub legacy_nats: LegacyNatsSink,
-    pub argo_event_bus: Option<ArgoEventBusSink>,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
-            schema_base: crate::events::DEFAULT_SCHEMA_BASE.to_owned(),
-            max_body_bytes: 1024 * 1024,
-            publish_timeout: Duration::from_secs(5),
-            max_in_flight: 256,
-            nats: None,
-            jetstream: JetStreamSink::default(),
-            legacy_nats: LegacyNatsSink::default(),
-            argo_event_bus: None,
-        }
-    }
-}
-
-/// How to reach a NATS server.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct NatsConnection {
-    /// `nats://host:port` (or `tls://`); several separated by commas.
-    pub url: String,
-    /// A token.
-    pub token: Option<String>,
-    /// User and password.
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// A `.creds` file (JWT and nkey seed).
-    pub creds_file: Option<std::path::PathBuf>,
-    /// An nkey seed file.
-    pub nkey_seed_file: Option<std::path::PathBuf>,
-    /// TLS: CA bundle, client certificate and key; `tlsRequired` forces TLS.
-    pub tls_ca_file: Option<std::path::PathBuf>,
-    pub tls_cert_file: Option<std::path::PathBuf>,
-    pub tls_key_file: Option<std::path::PathBuf>,
-    pub tls_required: bool,
-}
-
-/// The operator's own JetStream stream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct JetStreamSink {
-    /// On by default when a NATS URL is set.
-    pub enabled: bool,
-    pub stream: String,
-    /// Subjects are `<prefix>.run-completion.<ns>.<pipeline>.<status>` and `<prefix>.model-ready.<ns>.<pipeline>`.
-    pub subject_prefix: String,
-    /// JetStream's duplicate window; at least 5 minutes.
-    #[serde(deserialize_with = "duration")]
-    pub duplicate_window: Duration,
-    /// How long messages are kept.
-    #[serde(deserialize_with = "duration")]
-    pub max_age: Duration,
-}
-
-impl Default for JetStreamSink {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            stream: "kfp-operator-events".into(),
-            subject_prefix: "kfp".into(),
-            duplicate_window: Duration::from_secs(600),
-            max_age: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// The reference's core-NATS publication, for existing Sensors.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct LegacyNatsSink {
-    pub enabled: bool,
-    pub subject: String,
-}
-
-impl Default for LegacyNatsSink {
-    fn default() -> Self {
-        Self { enabled: false, subject: "events".into() }
-    }
-}
-
-/// Publishing straight onto an Argo Events JetStream EventBus.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ArgoEventBusSink {
-    /// The EventBus's NATS server and credentials (Argo sets up TLS and basic auth).
-    pub nats: NatsConnection,
-    /// The EventSource name Sensors depend on (becomes the CloudEvent `source`).
-    #[serde(default = "default_argo_event_source_name")]
-    pub event_source_name: String,
-    /// The event name Sensors depend on (becomes the CloudEvent `subject`).
-    #[serde(default = "default_argo_event_name")]
-    pub event_name: String,
-    /// The bus's stream, `default` in Argo Events.
-    #[serde(default = "default_argo_stream")]
-    pub stream: String,
-}
-
-fn default_argo_stream() -> String {
-    "default".into()
-}
-
-fn default_argo_event_source_name() -> String {
-    "kfp-operator".into()
-}
-
-fn default_argo_event_name() -> String {
-    "run-completion".into()
-}
-
 impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
@@ -217,7 +83,7 @@ impl Default for OperatorConfig {
             retry_max_delay: Duration::from_secs(300),
             resync_period: Duration::from_secs(3600),
             provider_defaults: ProviderDefaults::default(),
-            events: EventsConfig::default(),
+            events: crate::events::config::EventsConfig::default(),
             cross_namespace_policy: crate::triggers::CrossNamespacePolicy::default(),
             leader_election: crate::leader::LeaderElectionConfig::default(),
             webhook: WebhookConfig::default(),
@@ -296,40 +162,7 @@ impl OperatorConfig {
         {
             return invalid("webhook.listenAddr needs webhook.certFile and webhook.keyFile".into());
         }
-        self.events.validate()
-    }
-}
-
-impl EventsConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if self.jetstream.duplicate_window < Duration::from_secs(300) {
-            return invalid("events.jetstream.duplicateWindow must be at least 5m".into());
-        }
-        if self.max_in_flight == 0 || self.max_body_bytes == 0 || self.publish_timeout.is_zero() {
-            return invalid(
-                "events.maxInFlight, events.maxBodyBytes and events.publishTimeout must be more than 0"
-                    .into(),
-            );
-        }
-        for (name, token) in [("events.jetstream.stream", &self.jetstream.stream)] {
-            if token.is_empty() || token.contains(['.', '*', '>', ' ']) {
-                return invalid(format!("{name} {token:?} is not a valid stream name"));
-            }
-        }
-        if let Some(nats) = &self.nats
-            && nats.url.is_empty()
-        {
-            return invalid("events.nats.url is empty".into());
-        }
-        if let Some(argo) = &self.argo_event_bus
-            && (argo.nats.url.is_empty() || argo.event_source_name.is_empty() || argo.event_name.is_empty())
-        {
-            return invalid("events.argoEventBus needs nats.url, eventSourceName and eventName".into());
-        }
-        crate::events::CloudEventOptions::new(self.schema_base.clone())
-            .map(|_| ())
-            .map_err(|e| ConfigError::Invalid(format!("events.schemaBase: {e}")))
+        self.events.validate().map_err(ConfigError::Invalid)
     }
 }
 

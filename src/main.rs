@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = kfp_operator::cli::Args::parse();
     if !args.is_operator() {
-        std::panic::set_hook(Box::new(|info| eprintln!("error: {}", kfp_operator::cli::panic_line(info))));
+        std::panic::set_hook(Box::new(|info| eprintln!("error: {}", kfp_operator::tools::panic_line(info))));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match runtime.block_on(args.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", kfp_operator::cli::error_line(&error));
+            eprintln!("error: {}", kfp_operator::tools::error_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -21,6 +21,7 @@ use crate::{completion, controller, crds, events};
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_WAIT: Duration = Duration::from_secs(30);
 
+/// Options of `kfp-operator run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Address of the admin server (`/livez`, `/readyz`, `/metrics`).
@@ -42,7 +43,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub concurrency: Option<u16>,
     /// Delete completed Runs this long after completion (e.g. `10m`).
-    #[arg(long, value_parser = crate::config::parse_duration)]
+    #[arg(long, value_parser = crate::api::duration::parse)]
     pub run_completion_ttl: Option<std::time::Duration>,
     /// Elect a leader among replicas on a Lease (`leaderElection.enabled`).
     #[arg(long, env = "KFP_LEADER_ELECT")]

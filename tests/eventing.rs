@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kfp_operator::api::{ArtifactPath, NamespacedName, OutputArtifact, Run, RunSpec};
 use kfp_operator::completion::KubeResources;
-use kfp_operator::config::{ArgoEventBusSink, EventsConfig, LegacyNatsSink, NatsConnection};
+use kfp_operator::events::config::{ArgoEventBusSink, EventsConfig, LegacyNatsSink, NatsConnection};
 use kfp_operator::events::ingest::Ingest;
 use kfp_operator::events::sinks::build_sinks;
 use kfp_operator::events::{CloudEventOptions, RunCompletionEventData};

@@ -15,7 +15,7 @@ use chrono::{TimeZone, Utc};
 use cloudevents::AttributesReader;
 use futures::StreamExt;
 use kfp_operator::api::{Artifact, NamespacedName};
-use kfp_operator::config::{self, EventsConfig, NatsConnection};
+use kfp_operator::events::config::{self, EventsConfig, NatsConnection};
 use kfp_operator::events::sink::{Outgoing, Sink, SinkError};
 use kfp_operator::events::sinks::{
     self, ArgoEventBusSink, JetStreamSink, LegacyNatsSink, MemorySink, STRUCTURED_CONTENT_TYPE,

@@ -12,6 +12,7 @@
 
 pub mod cloudevent;
 pub mod completion;
+pub mod config;
 pub mod consumer;
 pub mod ingest;
 mod schema;

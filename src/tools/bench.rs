@@ -25,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::api::{ArtifactPath, OutputArtifact};
-use crate::config::{self, NatsConnection};
+use crate::events::config::{self, NatsConnection};
 use crate::events::ingest::{Ingest, IngestError, Resources};
 use crate::events::sinks::{JetStreamSink, STRUCTURED_CONTENT_TYPE, connect};
 use crate::events::{

@@ -50,13 +50,13 @@ pub struct WatchArgs {
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
     /// Print the graph once every Run has completed and nothing happened for this long.
-    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::api::duration::parse)]
     pub settle: Duration,
     /// Exit (status 0) after printing the graph the first time.
     #[arg(long)]
     pub until_settled: bool,
     /// Exit with an error if still watching after this long (e.g. `5m`).
-    #[arg(long, value_parser = crate::config::parse_duration)]
+    #[arg(long, value_parser = crate::api::duration::parse)]
     pub timeout: Option<Duration>,
 }
 
@@ -311,7 +311,7 @@ async fn follow_events(args: WatchArgs, lines: mpsc::Sender<EventLine>) {
     let client = match crate::tools::tail::connect(&args.nats_url, "kfp-operator-watch").await {
         Ok(client) => client,
         Err(error) => {
-            eprintln!("watch: no events: {}", crate::cli::error_line(&error));
+            eprintln!("watch: no events: {}", super::error_line(&error));
             return;
         }
     };
@@ -320,12 +320,12 @@ async fn follow_events(args: WatchArgs, lines: mpsc::Sender<EventLine>) {
         if args.since.is_some()
             && let Err(error) = replay_stream(&client, &args, &lines).await
         {
-            eprintln!("watch: no replay of the stream: {}", crate::cli::error_line(&error));
+            eprintln!("watch: no replay of the stream: {}", super::error_line(&error));
         }
     };
     let (subscribed, ()) = tokio::join!(live, replay);
     if let Err(error) = subscribed {
-        eprintln!("watch: no live events: {}", crate::cli::error_line(&error));
+        eprintln!("watch: no live events: {}", super::error_line(&error));
     }
 }
 
@@ -367,7 +367,7 @@ async fn replay_stream(
             Ok(stream) => break stream,
             Err(error) => {
                 if !waiting_said {
-                    eprintln!("watch: waiting: {}", crate::cli::error_line(&error));
+                    eprintln!("watch: waiting: {}", super::error_line(&error));
                     waiting_said = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -412,7 +412,7 @@ pub fn cluster_error(doing: &str, error: kube::Error) -> anyhow::Error {
         }
         _ => anyhow::anyhow!(
             "{doing} failed ({}): is the cluster of KUBECONFIG reachable? (the local one: deploy/local/dev-env up)",
-            crate::cli::error_line(&anyhow::Error::new(error))
+            super::error_line(&anyhow::Error::new(error))
         ),
     }
 }

@@ -34,8 +34,8 @@ use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::acked::{AckedPublisher, MissingStream};
-use crate::config;
 use crate::events::cloudevent::{JSON_CONTENT_TYPE, to_structured_bytes, to_structured_json};
+use crate::events::config;
 use crate::events::sink::{Outgoing, Sink, SinkError};
 
 const NAME: &str = "argo-eventbus";

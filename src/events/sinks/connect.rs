@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr};
 
-use crate::config::NatsConnection;
+use crate::events::config::NatsConnection;
 use crate::events::sink::SinkError;
 
 /// The connection name the server shows for our clients.

@@ -11,8 +11,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::acked::{AckedPublisher, MissingStream, RETRY_BUDGET_FACTOR};
-use crate::config;
 use crate::events::cloudevent::{nats_subject_for, to_structured_bytes};
+use crate::events::config;
 use crate::events::sink::{Outgoing, Sink, SinkError};
 
 const NAME: &str = "jetstream";

@@ -12,8 +12,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
-use crate::config;
 use crate::events::cloudevent::legacy_body;
+use crate::events::config;
 use crate::events::sink::{Outgoing, Sink, SinkError};
 
 const NAME: &str = "legacy-nats";

@@ -30,7 +30,7 @@ pub use legacy::LegacyNatsSink;
 pub use memory::MemorySink;
 
 use super::sink::{Sink, SinkError};
-use crate::config::EventsConfig;
+use crate::events::config::EventsConfig;
 
 /// The sinks the configuration asks for.
 #[derive(Debug, Clone)]
