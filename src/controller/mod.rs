@@ -100,7 +100,7 @@ impl Context {
             client.clone(),
             Reporter { controller: "kfp-operator".into(), instance: Some(instance) },
         );
-        let index = Arc::new(crate::triggers::index::RunConfigurationIndex::new(config.namespaces.len()));
+        let index = Arc::new(crate::triggers::index::RunConfigurationIndex::new(scopes(&config).len()));
         Arc::new(Self {
             client,
             recorder,
@@ -263,43 +263,116 @@ fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// The name of a watch of `K` through `api`, for `/readyz` and logs.
-fn watch_name<K: Resource<DynamicType = ()>>(api: &Api<K>, role: &str) -> String {
-    let scope = api.namespace().map_or_else(|| "all namespaces".to_owned(), |ns| format!("namespace {ns}"));
+/// The name of a watch of `K` in `scope` (a namespace, or all), for `/readyz` and logs.
+fn watch_name<K: Resource<DynamicType = ()>>(scope: Option<&str>, role: &str) -> String {
+    let scope = scope.map_or_else(|| "all namespaces".to_owned(), |ns| format!("namespace {ns}"));
     format!("{}s in {scope} ({role})", K::kind(&()))
 }
 
-/// The watch events of `api` ([`watch::watch`], reported to the context's health) reflected
-/// into `writer`'s store, with objects kept without `metadata.managedFields`, which the
-/// operator never reads and which are often most of an object written with server-side apply.
-pub fn lean_reflector<K>(
-    ctx: &Context,
-    api: Api<K>,
-    config: watcher::Config,
-    writer: kube::runtime::reflector::store::Writer<K>,
-    role: &str,
-) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+/// A namespaced kind the operator watches.
+pub trait Watched:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
-    use kube::runtime::WatchStreamExt;
-    let reporter = ctx.watches.register(watch_name(&api, role));
-    watch::watch(api, config, reporter).modify(|object| object.managed_fields_mut().clear()).reflect(writer)
 }
 
-/// The changed objects of `api`, for a controller's `watches_stream`/`owns_stream`.
-pub fn trigger_stream<K>(
+impl<K> Watched for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One consumer's copy of a kind's watches: per watched namespace (or one for the cluster),
+/// the namespace and its events, objects kept without `metadata.managedFields` (which the
+/// operator never reads and which are often most of an object written with server-side apply).
+pub type Feed<K> = Vec<(Option<String>, futures::channel::mpsc::UnboundedReceiver<watcher::Event<K>>)>;
+
+/// One watch of `K` per watched namespace ([`watch::watch`], reported to the context's health),
+/// each shared by `consumers` consumers: the `i`-th feed is the `i`-th consumer's. `observe`
+/// gives each namespace's watch an observer of its events (the trigger engine's index).
+pub fn feeds<K: Watched, O>(
     ctx: &Context,
-    api: Api<K>,
     config: watcher::Config,
     role: &str,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    consumers: usize,
+    mut observe: impl FnMut(Option<String>) -> O,
+) -> Vec<Feed<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    O: FnMut(&watcher::Event<K>) + Send + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::runtime::WatchStreamExt;
+    let mut feeds: Vec<Feed<K>> = (0..consumers).map(|_| Vec::new()).collect();
+    for scope in scopes(&ctx.config) {
+        let api: Api<K> = match &scope {
+            Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+            None => Api::all(ctx.client.clone()),
+        };
+        let reporter = ctx.watches.register(watch_name::<K>(scope.as_deref(), role));
+        let mut observer = observe(scope.clone());
+        let source = watch::watch(api, config.clone(), reporter)
+            .modify(|object| object.managed_fields_mut().clear())
+            .inspect_ok(move |event| observer(event));
+        for (feed, copy) in feeds.iter_mut().zip(watch::share(source, consumers)) {
+            feed.push((scope.clone(), copy));
+        }
+    }
+    feeds
+}
+
+/// [`feeds`] without an observer.
+pub fn plain_feeds<K: Watched>(
+    ctx: &Context,
+    config: watcher::Config,
+    role: &str,
+    consumers: usize,
+) -> Vec<Feed<K>> {
+    feeds(ctx, config, role, consumers, |_| |_: &watcher::Event<K>| {})
+}
+
+/// A feed's events as the events of one watch, reflected into `writer`'s store.
+pub fn reflect<K>(
+    feed: Feed<K>,
+    store: kube::runtime::reflector::Store<K>,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
 {
     use kube::runtime::WatchStreamExt;
-    let reporter = ctx.watches.register(watch_name(&api, role));
-    watch::watch(api, config, reporter).touched_objects()
+    let events = match <[_; 1]>::try_from(feed) {
+        Ok([(_, only)]) => only.boxed(),
+        Err(feed) => {
+            let named = feed.into_iter().map(|(scope, events)| (scope.unwrap_or_default(), events)).collect();
+            watch::merge_namespaces(named, store).boxed()
+        }
+    };
+    events.map(Ok).reflect(writer)
+}
+
+/// The objects a feed sees change, for a controller's `watches_stream`/`owns_stream`.
+pub fn changed<K>(feed: Feed<K>) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Clone + Send + 'static,
+{
+    futures::stream::select_all(feed.into_iter().map(|(_, events)| events)).filter_map(|event| {
+        std::future::ready(match event {
+            watcher::Event::Apply(object)
+            | watcher::Event::InitApply(object)
+            | watcher::Event::Delete(object) => Some(Ok(object)),
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        })
+    })
 }
 
 /// What a reconcile of an object itself acts on: its identity, spec (generation), deletion,
@@ -318,11 +391,11 @@ pub fn lifecycle_hash<K: Resource>(object: &K, extra: impl std::hash::Hash) -> O
     Some(hasher.finish())
 }
 
-/// A controller over `api` whose cache is a [`lean_reflector`], reconciling an object when
+/// A controller of the objects of `feed`, cached in one store, reconciling an object when
 /// `trigger` (a [`lifecycle_hash`]) changes, with the short trigger pause of [`watch`].
 pub fn lean_controller<K>(
     ctx: &Context,
-    api: Api<K>,
+    feed: Feed<K>,
     trigger: fn(&K) -> Option<u64>,
 ) -> kube::runtime::Controller<K>
 where
@@ -330,7 +403,7 @@ where
 {
     use kube::runtime::{PredicateConfig, WatchStreamExt};
     let (store, writer) = kube::runtime::reflector::store();
-    let changes = lean_reflector(ctx, api, watcher_config(), writer, "reconciled")
+    let changes = reflect(feed, store.clone(), writer)
         .applied_objects()
         .predicate_filter(trigger, PredicateConfig::default());
     kube::runtime::Controller::for_stream(changes, store)
@@ -343,8 +416,16 @@ pub fn watcher_config() -> watcher::Config {
     watcher::Config::default()
 }
 
-/// One `Api` per configured namespace, or a single cluster-wide one when none are configured;
-/// one controller per entry is started.
+/// The watched scopes: each configured namespace, or the whole cluster (`None`) when none are.
+pub fn scopes(config: &OperatorConfig) -> Vec<Option<String>> {
+    if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// One `Api` per configured namespace, or a single cluster-wide one when none are configured.
 pub fn apis<K>(client: &kube::Client, config: &OperatorConfig) -> Vec<Api<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -356,33 +437,67 @@ where
     }
 }
 
-/// Runs every controller until `shutdown` resolves.
+/// The RunConfigurations' watches, feeding the trigger engine's index, shared `consumers` ways.
+fn indexed_run_configurations(ctx: &Context, consumers: usize) -> Vec<Feed<crate::api::RunConfiguration>> {
+    let index = ctx.index.clone();
+    feeds(ctx, watcher_config(), "shared", consumers, move |scope| {
+        let mut feeder = index.feeder(scope);
+        move |event: &watcher::Event<crate::api::RunConfiguration>| feeder.observe(event)
+    })
+}
+
+/// The RunConfiguration controller alone, with the trigger engine's index (for benchmarks).
+pub async fn run_run_configurations(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
+    let [reconciled, dependants]: [Feed<crate::api::RunConfiguration>; 2] =
+        indexed_run_configurations(&ctx, 2)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two feeds were asked for"));
+    let pipelines = single(plain_feeds(&ctx, watcher_config(), "RunConfigurations running them", 1));
+    run_configuration::run_controller(ctx, reconciled, dependants, pipelines, shutdown).await;
+}
+
+/// The one feed of a kind followed by one controller.
+fn single<K>(feeds: Vec<Feed<K>>) -> Feed<K> {
+    feeds.into_iter().next().unwrap_or_default()
+}
+
+/// Runs one controller per kind over every watched namespace until `shutdown` resolves. The
+/// RunConfigurations and Pipelines are watched once per namespace, and each watch is shared by
+/// the controllers that follow them.
 pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
-    let mut tasks = Vec::new();
-    for namespace_apis in 0..apis::<crate::api::Pipeline>(&ctx.client, &ctx.config).len() {
-        tasks.push(tokio::spawn(sync::run_controller::<crate::api::Pipeline>(
+    use crate::api::{Experiment, Pipeline, RunConfiguration, RunSchedule};
+    let [rc_reconciled, rc_dependants, rc_for_runs]: [Feed<RunConfiguration>; 3] =
+        indexed_run_configurations(&ctx, 3)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three feeds were asked for"));
+    let [pipelines, pipelines_for_rcs, pipelines_for_runs]: [Feed<Pipeline>; 3] =
+        plain_feeds(&ctx, watcher_config(), "shared", 3)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three feeds were asked for"));
+    let experiments: Feed<Experiment> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
+    let schedules: Feed<RunSchedule> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
+    let runs: Feed<crate::api::Run> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
+    let providers: Feed<crate::api::Provider> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
+    let tasks = vec![
+        tokio::spawn(sync::run_controller(ctx.clone(), pipelines, shutdown.clone())),
+        tokio::spawn(sync::run_controller(ctx.clone(), experiments, shutdown.clone())),
+        tokio::spawn(sync::run_controller(ctx.clone(), schedules, shutdown.clone())),
+        tokio::spawn(run::run_controller(
             ctx.clone(),
-            namespace_apis,
+            runs,
+            pipelines_for_runs,
+            rc_for_runs,
             shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(sync::run_controller::<crate::api::Experiment>(
+        )),
+        tokio::spawn(run_configuration::run_controller(
             ctx.clone(),
-            namespace_apis,
+            rc_reconciled,
+            rc_dependants,
+            pipelines_for_rcs,
             shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(sync::run_controller::<crate::api::RunSchedule>(
-            ctx.clone(),
-            namespace_apis,
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(run::run_controller(ctx.clone(), namespace_apis, shutdown.clone())));
-        tasks.push(tokio::spawn(run_configuration::run_controller(
-            ctx.clone(),
-            namespace_apis,
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(provider::run_controller(ctx.clone(), namespace_apis, shutdown.clone())));
-    }
+        )),
+        tokio::spawn(provider::run_controller(ctx.clone(), providers, shutdown.clone())),
+    ];
     for task in tasks {
         if let Err(error) = task.await {
             tracing::error!(%error, "a controller task ended abnormally");

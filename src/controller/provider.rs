@@ -257,24 +257,25 @@ fn error_policy(provider: Arc<Provider>, error: &Error, ctx: Arc<Context>) -> Ac
     ctx.retry_after("provider", provider.as_ref(), error)
 }
 
-/// Runs the Provider controller over the `index`-th configured namespace.
-pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
-    let Some(api) = super::apis::<Provider>(&ctx.client, &ctx.config).into_iter().nth(index) else {
-        return;
-    };
-    let mut controller =
-        super::lean_controller(&ctx, api, |provider: &Provider| super::lifecycle_hash(provider, ()));
-    if let Some(deployments) = super::apis::<Deployment>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        let config = super::watcher_config().labels("app");
-        controller =
-            controller.owns_stream(super::trigger_stream(&ctx, deployments, config, "provider services"));
-    }
-    if let Some(services) = super::apis::<Service>(&ctx.client, &ctx.config).into_iter().nth(index) {
-        let config = super::watcher_config().labels("app");
-        controller =
-            controller.owns_stream(super::trigger_stream(&ctx, services, config, "provider services"));
-    }
-    let controller = controller.graceful_shutdown_on(shutdown);
+/// Runs the Provider controller over the objects of `feed`, woken also by their provider
+/// service Deployments and Services.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    feed: super::Feed<Provider>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let services = super::watcher_config().labels("app");
+    let [deployments] = super::plain_feeds::<Deployment>(&ctx, services.clone(), "provider services", 1)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one feed was asked for"));
+    let [services] = super::plain_feeds::<Service>(&ctx, services, "provider services", 1)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one feed was asked for"));
+    let controller =
+        super::lean_controller(&ctx, feed, |provider: &Provider| super::lifecycle_hash(provider, ()))
+            .owns_stream(super::changed(deployments))
+            .owns_stream(super::changed(services))
+            .graceful_shutdown_on(shutdown);
     super::drain(controller.run(reconcile, error_policy, ctx.clone()), "provider", ctx.metrics.clone()).await;
 }
 

@@ -222,15 +222,16 @@ async fn refuse(
     Ok(Action::await_change())
 }
 
-/// Runs the Run controller over the `index`-th configured namespace. Pipelines and
-/// RunConfigurations changing wake the runs still waiting on them.
-pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
-    let Some(api) = super::apis::<Run>(&ctx.client, &ctx.config).into_iter().nth(index) else {
-        return;
-    };
-    let pipelines = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(index);
-    let run_configurations = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(index);
-    let controller = super::lean_controller(&ctx, api, |run: &Run| run.reconcile_trigger());
+/// Runs the Run controller over the objects of `feed`. Pipelines and RunConfigurations
+/// changing wake the runs still waiting on them.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    feed: super::Feed<Run>,
+    pipelines: super::Feed<Pipeline>,
+    run_configurations: super::Feed<RunConfiguration>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let controller = super::lean_controller(&ctx, feed, |run: &Run| run.reconcile_trigger());
     let store = controller.store();
     let waiting_runs = move |matches: Box<dyn Fn(&Run) -> bool + Send>| {
         store
@@ -242,22 +243,15 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::sh
             .collect::<Vec<_>>()
     };
     let waiting_for_rc = waiting_runs.clone();
-    let mut controller = controller;
-    if let Some(pipelines) = pipelines {
-        let pipelines =
-            super::trigger_stream(&ctx, pipelines, super::watcher_config(), "runs waiting on them");
-        controller = controller.watches_stream(pipelines, move |pipeline: Pipeline| {
+    let controller = controller
+        .watches_stream(super::changed(pipelines), move |pipeline: Pipeline| {
             let namespace = pipeline.namespace();
             let name = pipeline.name_any();
             waiting_runs(Box::new(move |run: &Run| {
                 run.namespace() == namespace && run.spec.pipeline.name == name
             }))
-        });
-    }
-    if let Some(run_configurations) = run_configurations {
-        let run_configurations =
-            super::trigger_stream(&ctx, run_configurations, super::watcher_config(), "runs waiting on them");
-        controller = controller.watches_stream(run_configurations, move |rc: RunConfiguration| {
+        })
+        .watches_stream(super::changed(run_configurations), move |rc: RunConfiguration| {
             let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
             waiting_for_rc(Box::new(move |run: &Run| {
                 let namespace = run.namespace().unwrap_or_default();
@@ -265,9 +259,8 @@ pub async fn run_controller(ctx: Arc<Context>, index: usize, shutdown: crate::sh
                     .iter()
                     .any(|reference| reference.qualified(&namespace) == target)
             }))
-        });
-    }
-    let controller = controller.graceful_shutdown_on(shutdown);
+        })
+        .graceful_shutdown_on(shutdown);
     super::drain(
         controller.run(reconcile, super::sync::error_policy::<Run>, ctx.clone()),
         "run",

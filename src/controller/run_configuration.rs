@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -277,70 +277,53 @@ fn error_policy(rc: Arc<RunConfiguration>, error: &Error, rc_ctx: Arc<RcContext>
     rc_ctx.ctx.retry_after("runconfiguration", rc.as_ref(), error)
 }
 
-/// Runs the RunConfiguration controller over the `slot`-th configured namespace. Its watch
-/// feeds the shared index; a RunConfiguration is reconciled when its spec changes (not on its
-/// own status writes), when one it references changes, when its Pipeline changes and when an
-/// owned RunSchedule changes.
-pub async fn run_controller(ctx: Arc<Context>, slot: usize, shutdown: crate::shutdown::Shutdown) {
-    let Some(api) = super::apis::<RunConfiguration>(&ctx.client, &ctx.config).into_iter().nth(slot) else {
-        return;
-    };
-    let scope = ctx.config.namespaces.get(slot).cloned();
+/// Runs the RunConfiguration controller over the objects of `feed` (whose watches also feed
+/// the shared index). A RunConfiguration is reconciled when its spec changes (not on its own
+/// status writes), when one it references changes (`dependencies`: the same watches), when its
+/// Pipeline changes and when an owned RunSchedule changes.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    feed: super::Feed<RunConfiguration>,
+    dependencies: super::Feed<RunConfiguration>,
+    pipelines: super::Feed<Pipeline>,
+    shutdown: crate::shutdown::Shutdown,
+) {
     let (store, writer) = reflector::store();
-    let mut feeder = ctx.index.feeder(scope.clone());
-    let own_changes = super::lean_reflector(&ctx, api, super::watcher_config(), writer, "reconciled")
-        .inspect_ok(move |event| feeder.observe(event))
+    let own_changes = super::reflect(feed, store.clone(), writer)
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
-    let mut controller = Controller::for_stream(own_changes, store)
+    let (index, pipeline_index) = (ctx.index.clone(), ctx.index.clone());
+    let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
+    let [owned_changes, owned_schedules] =
+        super::plain_feeds::<RunSchedule>(&ctx, owned, "owned schedules", 2)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two feeds were asked for"));
+    let controller = Controller::for_stream(own_changes, store)
         .trigger_backoff(super::watch::ShortPause)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
-
-    let in_scope = move |name: &NamespacedName| scope.as_ref().is_none_or(|ns| *ns == name.namespace);
-    for dependencies in super::apis::<RunConfiguration>(&ctx.client, &ctx.config) {
-        let (index, in_scope) = (ctx.index.clone(), in_scope.clone());
-        let dependencies = super::trigger_stream(
-            &ctx,
-            dependencies,
-            super::watcher_config(),
-            "RunConfigurations depending on them",
-        );
-        controller = controller.watches_stream(dependencies, move |changed| {
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
+        .watches_stream(super::changed(dependencies), move |changed| {
             index
                 .referrers(&qualified_name(&changed))
                 .into_iter()
-                .filter(|name| in_scope(name))
                 .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
                 .collect::<Vec<_>>()
-        });
-    }
-    if let Some(pipelines) = super::apis::<Pipeline>(&ctx.client, &ctx.config).into_iter().nth(slot) {
-        let index = ctx.index.clone();
-        let pipelines =
-            super::trigger_stream(&ctx, pipelines, super::watcher_config(), "RunConfigurations running them");
-        controller = controller.watches_stream(pipelines, move |pipeline: Pipeline| {
+        })
+        .watches_stream(super::changed(pipelines), move |pipeline: Pipeline| {
             let namespace = pipeline.namespace().unwrap_or_default();
             let name = pipeline.name_any();
-            index
+            pipeline_index
                 .running_pipeline(&namespace, &name)
                 .into_iter()
                 .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
                 .collect::<Vec<_>>()
-        });
-    }
+        })
+        .owns_stream(super::changed(owned_changes));
     let (schedules, schedules_writer) = reflector::store();
-    if let Some(api) = super::apis::<RunSchedule>(&ctx.client, &ctx.config).into_iter().nth(slot) {
-        let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
-        controller = controller.owns_stream(super::trigger_stream(
-            &ctx,
-            api.clone(),
-            owned.clone(),
-            "their RunConfigurations",
-        ));
-        let reflector = super::lean_reflector(&ctx, api, owned, schedules_writer, "owned schedules");
-        tokio::spawn(reflector.for_each(|_| std::future::ready(())));
-        let _ = schedules.wait_until_ready().await;
-    }
+    tokio::spawn(
+        super::reflect(owned_schedules, schedules.clone(), schedules_writer)
+            .for_each(|_| std::future::ready(())),
+    );
+    let _ = schedules.wait_until_ready().await;
     let metrics = ctx.metrics.clone();
     let rc_ctx = Arc::new(RcContext { ctx, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);

@@ -354,12 +354,13 @@ pub fn error_policy<K: Synced>(object: Arc<K>, error: &Error, ctx: Arc<Context>)
     ctx.retry_after(K::RESOURCE.as_str(), object.as_ref(), error)
 }
 
-/// Runs the controller of kind `K` over the `index`-th configured namespace.
-pub async fn run_controller<K: Synced>(ctx: Arc<Context>, index: usize, shutdown: crate::shutdown::Shutdown) {
-    let Some(api) = super::apis::<K>(&ctx.client, &ctx.config).into_iter().nth(index) else {
-        return;
-    };
-    let controller = super::lean_controller(&ctx, api, |object: &K| object.reconcile_trigger())
+/// Runs the controller of kind `K` over the objects of `feed`.
+pub async fn run_controller<K: Synced>(
+    ctx: Arc<Context>,
+    feed: super::Feed<K>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let controller = super::lean_controller(&ctx, feed, |object: &K| object.reconcile_trigger())
         .graceful_shutdown_on(shutdown);
     super::drain(
         controller.run(reconcile::<K>, error_policy::<K>, ctx.clone()),

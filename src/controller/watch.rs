@@ -160,6 +160,111 @@ where
     })
 }
 
+/// One watch, shared: every consumer gets a copy of each event (errors stay with the source,
+/// which reports them to the health and lists again). A task polls the source until every
+/// consumer is gone.
+pub fn share<K>(
+    source: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    consumers: usize,
+) -> Vec<futures::channel::mpsc::UnboundedReceiver<Event<K>>>
+where
+    K: Clone + Send + Sync + 'static,
+{
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..consumers).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    tokio::spawn(async move {
+        let mut source = std::pin::pin!(source);
+        while let Some(item) = source.next().await {
+            let Ok(event) = item else { continue };
+            for sender in &senders {
+                let _ = sender.unbounded_send(event.clone());
+            }
+            if senders.iter().all(futures::channel::mpsc::UnboundedSender::is_closed) {
+                break;
+            }
+        }
+    });
+    receivers
+}
+
+/// The watch events of several namespaces as the events of one watch, for one reflector: one
+/// first list (`Init`, every object, `InitDone` once every namespace has listed), and after that
+/// a namespace that lists again gives changes only (`Apply`, and `Delete` for what is gone from
+/// it), so that it never replaces the other namespaces' objects in the store.
+pub fn merge_namespaces<K>(
+    feeds: Vec<(String, futures::channel::mpsc::UnboundedReceiver<Event<K>>)>,
+    store: kube::runtime::reflector::Store<K>,
+) -> impl Stream<Item = Event<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use std::collections::HashSet;
+
+    use kube::ResourceExt;
+
+    let namespaces: Vec<String> = feeds.iter().map(|(ns, _)| ns.clone()).collect();
+    let tagged = futures::stream::select_all(
+        feeds.into_iter().enumerate().map(|(i, (_, feed))| feed.map(move |event| (i, event)).boxed()),
+    );
+    struct Merge<K: Resource<DynamicType = ()> + Clone + 'static> {
+        store: kube::runtime::reflector::Store<K>,
+        namespaces: Vec<String>,
+        listed: Vec<bool>,
+        first_list_done: bool,
+        relisting: Vec<Option<HashSet<String>>>,
+        pending: std::collections::VecDeque<Event<K>>,
+    }
+    let state = Merge {
+        store,
+        listed: vec![false; namespaces.len()],
+        relisting: vec![None; namespaces.len()],
+        namespaces,
+        first_list_done: false,
+        pending: std::collections::VecDeque::from([Event::Init]),
+    };
+    futures::stream::unfold((state, tagged), |(mut state, mut tagged)| async move {
+        loop {
+            if let Some(event) = state.pending.pop_front() {
+                return Some((event, (state, tagged)));
+            }
+            let (i, event) = tagged.next().await?;
+            let listing = !state.first_list_done;
+            match event {
+                Event::Init => state.relisting[i] = Some(HashSet::new()),
+                Event::InitApply(object) | Event::Apply(object) => {
+                    if let Some(seen) = &mut state.relisting[i] {
+                        seen.insert(object.name_any());
+                    }
+                    state.pending.push_back(if listing {
+                        Event::InitApply(object)
+                    } else {
+                        Event::Apply(object)
+                    });
+                }
+                Event::Delete(object) => state.pending.push_back(Event::Delete(object)),
+                Event::InitDone => {
+                    let seen = state.relisting[i].take().unwrap_or_default();
+                    if listing {
+                        state.listed[i] = true;
+                        if state.listed.iter().all(|listed| *listed) {
+                            state.first_list_done = true;
+                            state.pending.push_back(Event::InitDone);
+                        }
+                    } else {
+                        let namespace = &state.namespaces[i];
+                        for gone in state.store.state().into_iter().filter(|object| {
+                            object.namespace().as_deref() == Some(namespace.as_str())
+                                && !seen.contains(&object.name_any())
+                        }) {
+                            state.pending.push_back(Event::Delete(gone.as_ref().clone()));
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// The pause of a controller's trigger streams after an error: the watches back off on their
 /// own, so this only keeps a failing stream from spinning.
 #[derive(Debug, Clone)]
@@ -199,6 +304,63 @@ mod tests {
         drop(runs);
         drop(pipelines);
         assert_eq!(health.not_ready_reason(), None);
+    }
+
+    fn pipeline(namespace: &str, name: &str) -> crate::api::Pipeline {
+        let mut pipeline = crate::api::Pipeline::new(name, Default::default());
+        pipeline.metadata.namespace = Some(namespace.into());
+        pipeline
+    }
+
+    fn names(events: &[Event<crate::api::Pipeline>]) -> Vec<String> {
+        use kube::ResourceExt;
+        events
+            .iter()
+            .map(|event| match event {
+                Event::Init => "Init".to_owned(),
+                Event::InitDone => "InitDone".to_owned(),
+                Event::InitApply(p) => format!("InitApply {}", p.name_any()),
+                Event::Apply(p) => format!("Apply {}", p.name_any()),
+                Event::Delete(p) => format!("Delete {}", p.name_any()),
+            })
+            .collect()
+    }
+
+    /// Two namespaces list as one watch, and a namespace that lists again changes only itself.
+    #[tokio::test]
+    async fn namespaces_merge_into_one_watch_for_one_store() {
+        use kube::runtime::WatchStreamExt;
+        let (a, a_events) = futures::channel::mpsc::unbounded();
+        let (b, b_events) = futures::channel::mpsc::unbounded();
+        let (store, writer) = kube::runtime::reflector::store();
+        let merged = merge_namespaces(vec![("a".into(), a_events), ("b".into(), b_events)], store.clone());
+        let mut reflected = std::pin::pin!(merged.map(Ok).reflect(writer));
+        let mut next = async |count: usize| {
+            let mut seen = Vec::new();
+            for _ in 0..count {
+                seen.push(reflected.next().await.unwrap().unwrap());
+            }
+            names(&seen)
+        };
+        for event in [Event::Init, Event::InitApply(pipeline("a", "p1")), Event::InitDone] {
+            a.unbounded_send(event).unwrap();
+        }
+        assert_eq!(next(2).await, ["Init", "InitApply p1"], "a's list is held until b has listed");
+        a.unbounded_send(Event::Apply(pipeline("a", "p2"))).unwrap();
+        for event in [Event::Init, Event::InitApply(pipeline("b", "q1")), Event::InitDone] {
+            b.unbounded_send(event).unwrap();
+        }
+        assert_eq!(next(3).await, ["InitApply p2", "InitApply q1", "InitDone"]);
+        assert_eq!(store.state().len(), 3);
+
+        for event in [Event::Init, Event::InitApply(pipeline("a", "p2")), Event::InitDone] {
+            a.unbounded_send(event).unwrap();
+        }
+        assert_eq!(next(2).await, ["Apply p2", "Delete p1"], "a lists again: p1 is gone from it");
+        let mut left: Vec<String> =
+            store.state().iter().map(|p| kube::ResourceExt::name_any(p.as_ref())).collect();
+        left.sort();
+        assert_eq!(left, ["p2", "q1"], "b's objects stay");
     }
 
     #[test]

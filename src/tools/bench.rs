@@ -455,8 +455,7 @@ impl EngineUnderTest {
         let shutdown = crate::shutdown::shutdown_signal(async move {
             let _ = stopped.await;
         });
-        let controller =
-            tokio::spawn(crate::controller::run_configuration::run_controller(ctx.clone(), 0, shutdown));
+        let controller = tokio::spawn(crate::controller::run_run_configurations(ctx.clone(), shutdown));
         let settle_deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let settled = rcs

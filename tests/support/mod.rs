@@ -46,13 +46,20 @@ fn dev_env_command(subcommand: &str) -> Command {
 pub struct PrivateControlPlane {
     pub dir: tempfile::TempDir,
     ports: [u16; 3],
+    apiserver_args: String,
 }
 
 impl PrivateControlPlane {
     /// Starts etcd and the API server (through `dev-env up`) and installs the CRDs.
     pub async fn start() -> Self {
-        let plane =
-            Self { dir: tempfile::tempdir().unwrap(), ports: [free_port(), free_port(), free_port()] };
+        Self::start_with_args(|_| String::new()).await
+    }
+
+    /// With more API server flags, made from the plane's directory (e.g. an audit log in it).
+    pub async fn start_with_args(args: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let apiserver_args = args(dir.path());
+        let plane = Self { dir, ports: [free_port(), free_port(), free_port()], apiserver_args };
         plane.up();
         let client = plane.client().await;
         kfp_operator::crds::install(&client, Duration::from_secs(60))
@@ -70,6 +77,7 @@ impl PrivateControlPlane {
             .env("KFP_ETCD_PORT", self.ports[0].to_string())
             .env("KFP_APISERVER_PORT", self.ports[1].to_string())
             .env("KFP_NATS_PORT", self.ports[2].to_string())
+            .env("KFP_APISERVER_EXTRA_ARGS", &self.apiserver_args)
             .stdin(Stdio::null());
         command
     }
