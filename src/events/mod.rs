@@ -1,10 +1,11 @@
 //! Run-completion eventing. The pure core: the provider → operator body
 //! ([`RunCompletionEventData`]), artifact selection with go-bexpr filters
-//! ([`select_artifacts`], [`filter`]), the published [`RunCompletionEvent`], its CloudEvents
+//! ([`select_artifacts`], [`crate::api::filter`]), the published [`RunCompletionEvent`], its CloudEvents
 //! (`run-completion`, `model-ready`) with deterministic ids, the legacy `{"data": …}` body,
-//! NATS subjects, and the JSON Schemas of the payloads. At the edges, with I/O: the `/events`
-//! ingest ([`ingest`]), the bus adapters ([`sinks`]), the completion consumer ([`consumer`]) and
-//! `events tail` ([`tail`]).
+//! NATS subjects, and the JSON Schemas of the payloads. At the edges, with I/O but without a
+//! Kubernetes client: the `/events` ingest behind its [`ingest::Resources`] port ([`ingest`]),
+//! the bus adapters ([`sinks`]) and their settings ([`config`]), and the completion consumer
+//! ([`consumer`]).
 //!
 //! Errors carry a stable `category()` for metrics and logs: [`FilterError`] (a filter does not
 //! parse: a spec error), [`EvalError`] (a filter does not apply to one artifact's metadata: the

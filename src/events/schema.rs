@@ -8,7 +8,7 @@ use super::completion::{RunCompletionEvent, RunCompletionEventData};
 
 /// Default base of `dataschema`: the schema's file name in `schemas/` is appended. A URN,
 /// because the schemas have no published location yet; deployments that serve `schemas/`
-/// somewhere pass that URL (ending in `/`) to [`CloudEventOptions::new`].
+/// somewhere pass that URL (ending in `/`) to [`super::CloudEventOptions::new`].
 pub const DEFAULT_SCHEMA_BASE: &str = "urn:kfp-operator:schemas:";
 /// The schema of the `data` of `run-completion` and `model-ready` CloudEvents.
 pub const RUN_COMPLETION_EVENT_SCHEMA: &str = "run-completion-event.json";
