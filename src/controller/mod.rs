@@ -298,21 +298,20 @@ impl<K> Watched for K where
 pub type Feed<K> = Vec<(Option<String>, futures::channel::mpsc::UnboundedReceiver<watcher::Event<K>>)>;
 
 /// One watch of `K` per watched namespace ([`watch::watch`], reported to the context's health),
-/// each shared by `consumers` consumers: the `i`-th feed is the `i`-th consumer's. `observe`
-/// gives each namespace's watch an observer of its events (the trigger engine's index).
-pub fn feeds<K: Watched, O>(
+/// each shared by `N` consumers: the `i`-th feed is the `i`-th consumer's. `observe` gives each
+/// namespace's watch an observer of its events (the trigger engine's index).
+pub fn feeds<K: Watched, O, const N: usize>(
     ctx: &Context,
     config: watcher::Config,
     role: &str,
-    consumers: usize,
     mut observe: impl FnMut(Option<String>) -> O,
-) -> Vec<Feed<K>>
+) -> [Feed<K>; N]
 where
     O: FnMut(&watcher::Event<K>) + Send + 'static,
 {
     use futures::TryStreamExt;
     use kube::runtime::WatchStreamExt;
-    let mut feeds: Vec<Feed<K>> = (0..consumers).map(|_| Vec::new()).collect();
+    let mut feeds: [Feed<K>; N] = std::array::from_fn(|_| Vec::new());
     for scope in scopes(&ctx.config) {
         let api: Api<K> = match &scope {
             Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
@@ -323,7 +322,7 @@ where
         let source = watch::watch(api, config.clone(), reporter)
             .modify(|object| object.managed_fields_mut().clear())
             .inspect_ok(move |event| observer(event));
-        for (feed, copy) in feeds.iter_mut().zip(watch::share(source, consumers)) {
+        for (feed, copy) in feeds.iter_mut().zip(watch::share(source, N)) {
             feed.push((scope.clone(), copy));
         }
     }
@@ -331,13 +330,12 @@ where
 }
 
 /// [`feeds`] without an observer.
-pub fn plain_feeds<K: Watched>(
+pub fn plain_feeds<K: Watched, const N: usize>(
     ctx: &Context,
     config: watcher::Config,
     role: &str,
-    consumers: usize,
-) -> Vec<Feed<K>> {
-    feeds(ctx, config, role, consumers, |_| |_: &watcher::Event<K>| {})
+) -> [Feed<K>; N] {
+    feeds(ctx, config, role, |_| |_: &watcher::Event<K>| {})
 }
 
 /// A feed's events as the events of one watch, reflected into `writer`'s store.
@@ -437,10 +435,10 @@ where
     }
 }
 
-/// The RunConfigurations' watches, feeding the trigger engine's index, shared `consumers` ways.
-fn indexed_run_configurations(ctx: &Context, consumers: usize) -> Vec<Feed<crate::api::RunConfiguration>> {
+/// The RunConfigurations' watches, feeding the trigger engine's index, shared `N` ways.
+fn indexed_run_configurations<const N: usize>(ctx: &Context) -> [Feed<crate::api::RunConfiguration>; N] {
     let index = ctx.index.clone();
-    feeds(ctx, watcher_config(), "shared", consumers, move |scope| {
+    feeds(ctx, watcher_config(), "shared", move |scope| {
         let mut feeder = index.feeder(scope);
         move |event: &watcher::Event<crate::api::RunConfiguration>| feeder.observe(event)
     })
@@ -448,36 +446,23 @@ fn indexed_run_configurations(ctx: &Context, consumers: usize) -> Vec<Feed<crate
 
 /// The RunConfiguration controller alone, with the trigger engine's index (for benchmarks).
 pub async fn run_run_configurations(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
-    let [reconciled, dependants]: [Feed<crate::api::RunConfiguration>; 2] =
-        indexed_run_configurations(&ctx, 2)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two feeds were asked for"));
-    let pipelines = single(plain_feeds(&ctx, watcher_config(), "RunConfigurations running them", 1));
+    let [reconciled, dependants] = indexed_run_configurations(&ctx);
+    let [pipelines] = plain_feeds(&ctx, watcher_config(), "RunConfigurations running them");
     run_configuration::run_controller(ctx, reconciled, dependants, pipelines, shutdown).await;
-}
-
-/// The one feed of a kind followed by one controller.
-fn single<K>(feeds: Vec<Feed<K>>) -> Feed<K> {
-    feeds.into_iter().next().unwrap_or_default()
 }
 
 /// Runs one controller per kind over every watched namespace until `shutdown` resolves. The
 /// RunConfigurations and Pipelines are watched once per namespace, and each watch is shared by
 /// the controllers that follow them.
 pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
-    use crate::api::{Experiment, Pipeline, RunConfiguration, RunSchedule};
-    let [rc_reconciled, rc_dependants, rc_for_runs]: [Feed<RunConfiguration>; 3] =
-        indexed_run_configurations(&ctx, 3)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three feeds were asked for"));
-    let [pipelines, pipelines_for_rcs, pipelines_for_runs]: [Feed<Pipeline>; 3] =
-        plain_feeds(&ctx, watcher_config(), "shared", 3)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three feeds were asked for"));
-    let experiments: Feed<Experiment> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
-    let schedules: Feed<RunSchedule> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
-    let runs: Feed<crate::api::Run> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
-    let providers: Feed<crate::api::Provider> = single(plain_feeds(&ctx, watcher_config(), "reconciled", 1));
+    use crate::api::{Experiment, Pipeline, RunSchedule};
+    let [rc_reconciled, rc_dependants, rc_for_runs] = indexed_run_configurations(&ctx);
+    let [pipelines, pipelines_for_rcs, pipelines_for_runs] =
+        plain_feeds::<Pipeline, 3>(&ctx, watcher_config(), "shared");
+    let [experiments] = plain_feeds::<Experiment, 1>(&ctx, watcher_config(), "reconciled");
+    let [schedules] = plain_feeds::<RunSchedule, 1>(&ctx, watcher_config(), "reconciled");
+    let [runs] = plain_feeds::<crate::api::Run, 1>(&ctx, watcher_config(), "reconciled");
+    let [providers] = plain_feeds::<crate::api::Provider, 1>(&ctx, watcher_config(), "reconciled");
     let tasks = vec![
         tokio::spawn(sync::run_controller(ctx.clone(), pipelines, shutdown.clone())),
         tokio::spawn(sync::run_controller(ctx.clone(), experiments, shutdown.clone())),

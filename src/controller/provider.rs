@@ -265,12 +265,8 @@ pub async fn run_controller(
     shutdown: crate::shutdown::Shutdown,
 ) {
     let services = super::watcher_config().labels("app");
-    let [deployments] = super::plain_feeds::<Deployment>(&ctx, services.clone(), "provider services", 1)
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("one feed was asked for"));
-    let [services] = super::plain_feeds::<Service>(&ctx, services, "provider services", 1)
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("one feed was asked for"));
+    let [deployments] = super::plain_feeds::<Deployment, 1>(&ctx, services.clone(), "provider services");
+    let [services] = super::plain_feeds::<Service, 1>(&ctx, services, "provider services");
     let controller =
         super::lean_controller(&ctx, feed, |provider: &Provider| super::lifecycle_hash(provider, ()))
             .owns_stream(super::changed(deployments))

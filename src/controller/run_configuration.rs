@@ -295,9 +295,7 @@ pub async fn run_controller(
     let (index, pipeline_index) = (ctx.index.clone(), ctx.index.clone());
     let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
     let [owned_changes, owned_schedules] =
-        super::plain_feeds::<RunSchedule>(&ctx, owned, "owned schedules", 2)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("two feeds were asked for"));
+        super::plain_feeds::<RunSchedule, 2>(&ctx, owned, "owned schedules");
     let controller = Controller::for_stream(own_changes, store)
         .trigger_backoff(super::watch::ShortPause)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
