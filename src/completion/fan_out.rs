@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::ResourceExt;
 
+use super::error::CompletionError;
 use crate::api::{NamespacedName, Run, RunConfiguration, RunReference};
 use crate::controller::Context;
 use crate::controller::run_configuration::create_triggered_run;
@@ -87,11 +88,9 @@ pub async fn fan_out(
     ctx: &Arc<Context>,
     dependency: &RunConfiguration,
     latest: &RunReference,
-) -> Result<usize, kube::Error> {
+) -> Result<usize, CompletionError> {
     if !ctx.index.wait_until_complete(INDEX_WAIT).await {
-        return Err(kube::Error::Service(
-            "the RunConfiguration index is still loading; the completion is not recorded yet".into(),
-        ));
+        return Err(CompletionError::IndexLoading);
     }
     let planning = std::time::Instant::now();
     let planned = planned_runs(ctx, dependency, latest);
@@ -150,7 +149,7 @@ pub async fn fan_out(
         }
     });
     match first_error {
-        Some(error) => Err(error),
+        Some(error) => Err(error.into()),
         None => Ok(count),
     }
 }

@@ -13,6 +13,7 @@
 //! repeated success changes nothing and fires nothing). Completions recorded lately are
 //! remembered only to spare the API server the repeated requests.
 
+pub mod error;
 pub mod fan_out;
 pub mod record;
 pub mod stub;
@@ -26,6 +27,8 @@ use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfig
 use crate::events::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus};
 use crate::events::ingest::{IngestError, Resources};
 use crate::recent::RecentKeys;
+
+pub use error::CompletionError;
 
 /// The one path of every completion, whatever brought it (see the module header).
 pub struct KubeResources {

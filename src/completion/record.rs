@@ -8,6 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::error::CompletionError;
 use crate::api::{CompletionState, NamespacedName, Run, RunConfiguration};
 use crate::controller::Context;
 
@@ -51,7 +52,7 @@ pub async fn record_latest_succeeded(
     rc: &NamespacedName,
     latest: crate::api::RunReference,
     engine: Option<&Arc<Context>>,
-) -> Result<bool, kube::Error> {
+) -> Result<bool, CompletionError> {
     let api: Api<RunConfiguration> = Api::namespaced(client.clone(), &rc.namespace);
     for _ in 0..5 {
         let Some(current) = api.get_opt(&rc.name).await? else {
@@ -80,11 +81,8 @@ pub async fn record_latest_succeeded(
         match api.patch_status(&rc.name, &params, &Patch::Apply(body)).await {
             Ok(_) => return Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         }
     }
-    Err(kube::Error::Api(Box::new(kube::core::Status::failure(
-        &format!("RunConfiguration {rc} kept changing while recording its latest run"),
-        "Conflict",
-    ))))
+    Err(CompletionError::KeptChanging(rc.clone()))
 }

@@ -104,8 +104,9 @@ impl Metrics {
             .inc_by(runs);
     }
 
-    pub fn reconciled(&self, kind: &str, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
+    /// Counts a reconcile of `kind` that ended with `result`: `ok`, `error` (transient),
+    /// `waiting` or `stalled`.
+    pub fn reconciled(&self, kind: &str, result: &str) {
         self.reconciliations
             .get_or_create(&ReconcileLabels { kind: kind.into(), result: result.into() })
             .inc();
@@ -124,7 +125,7 @@ mod tests {
     fn counters_are_exposed() {
         let mut registry = Registry::with_prefix("kfp_operator");
         let metrics = Metrics::register(&mut registry);
-        metrics.reconciled("pipeline", true);
+        metrics.reconciled("pipeline", "ok");
         metrics.failed("run", "ProviderTimeout");
         metrics.triggered("runConfiguration", "completion", 1);
         let mut text = String::new();

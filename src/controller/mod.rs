@@ -1,8 +1,10 @@
-//! The controllers: one reconciler per kind, sharing a [`Context`] (client, event recorder,
-//! configuration, provider registry, retry bookkeeping). Each reconciler fetches, validates
-//! (pure), builds the desired provider state (pure), calls the provider, computes the status
-//! (pure) and writes it with one deterministic server-side apply.
+//! The controllers: one reconciler per kind over every watched namespace, sharing a
+//! [`Context`] (client, event recorder, configuration, provider registry, retry bookkeeping).
+//! Each reconcile observes (reads what its plan needs), plans (a pure function to the one
+//! next step), applies it (at most one provider call) and writes the status once; a failure's
+//! [`ErrorClass`] decides the requeue in the one [`error_policy`].
 
+pub mod error;
 pub mod metrics;
 pub mod pipeline_version;
 pub mod provider;
@@ -28,46 +30,11 @@ use serde::de::DeserializeOwned;
 
 use crate::config::OperatorConfig;
 use crate::crds::FIELD_MANAGER;
-use crate::provider::ProviderError;
-use crate::provider::definitions::DefinitionError;
-
+pub use error::{Error, ErrorClass, Failure};
 pub use provider::ProviderRegistry;
 
 /// Annotation that lets a resource be deleted without deleting it on the provider.
 pub const FORCE_DELETE_ANNOTATION: &str = "pipelines.kubeflow.org/force-delete";
-
-/// Why a reconcile did not finish. The category is stable: it names Events and metrics.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error(transparent)]
-    Definition(#[from] DefinitionError),
-    #[error("{0}")]
-    Invalid(String),
-    /// The API server refused a status write as invalid.
-    #[error("{0}")]
-    StatusRefused(String),
-    /// A failure the reconcile has recorded in the object's status (and so needs no Event of
-    /// its own); reported as a failed reconcile and retried on the backoff.
-    #[error("{message}")]
-    Recorded { category: &'static str, message: String },
-}
-
-impl Error {
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::Kube(_) => "KubernetesApiError",
-            Self::Provider(error) => error.category(),
-            Self::Definition(_) => "InvalidDefinition",
-            Self::Invalid(_) => "InvalidResource",
-            Self::StatusRefused(_) => "StatusWriteRefused",
-            Self::Recorded { category, .. } => category,
-        }
-    }
-}
 
 /// What every reconciler shares.
 pub struct Context {
@@ -137,18 +104,45 @@ impl Context {
         self.config.retry_delay(failed)
     }
 
-    /// The action after a failed reconcile of `object` (of `kind`, as metrics name it): logged,
-    /// counted by category, and retried on the backoff.
+    /// The action after a failed reconcile of `object` (of `kind`, as metrics name it), as its
+    /// [`ErrorClass`] decides: logged and counted by category; a transient failure retried on
+    /// the backoff, a wait looked at again after `retryMaxDelay` (the awaited object's change
+    /// wakes it sooner), a stalled object left until it changes, with a Warning Event unless
+    /// its status shows the failure already.
     pub fn retry_after<K: Resource<DynamicType = ()>>(
         &self,
         kind: &str,
         object: &K,
         error: &Error,
     ) -> Action {
-        let category = error.category();
-        tracing::warn!(kind, object = %Self::key(object), category, %error, "reconcile failed");
+        let (category, class) = (error.category(), error.class());
+        let key = Self::key(object);
+        match class {
+            ErrorClass::Waiting => tracing::info!(kind, object = %key, category, %error, "waiting"),
+            _ => {
+                tracing::warn!(kind, object = %key, category, class = class.as_str(), %error, "reconcile failed")
+            }
+        }
         self.metrics.failed(kind, category);
-        Action::requeue(self.backoff(object))
+        if class == ErrorClass::Stalled && !error.is_recorded() {
+            let (recorder, reference) = (self.recorder.clone(), object.object_ref(&()));
+            let event = Event {
+                type_: EventType::Warning,
+                reason: category.to_owned(),
+                note: Some(truncate(format!("{error}; not retried until the resource changes"), 1000)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            tokio::spawn(async move {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(%error, "could not publish an event");
+                }
+            });
+        }
+        let backoff = if class == ErrorClass::Transient { self.backoff(object) } else { Duration::ZERO };
+        class
+            .requeue_after(backoff, self.config.retry_max_delay)
+            .map_or_else(Action::await_change, Action::requeue)
     }
 
     pub fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
@@ -173,6 +167,21 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, object = %Self::key(object), "could not publish an event");
         }
+    }
+
+    /// The object as the API server holds it now (`None`: gone). A controller's cache can lag
+    /// behind its own last write when another object's change wakes a reconcile at once; a
+    /// plan made on that stale copy would repeat a provider call, so the synced kinds plan on
+    /// this read.
+    pub async fn latest<K>(&self, object: &K) -> Result<Option<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        Ok(api.get_opt(&object.name_any()).await?)
     }
 
     /// Makes the status of `object` what `status` says, except its top-level fields named in
@@ -462,16 +471,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
     let [experiments] = plain_feeds::<Experiment, 1>(&ctx, watcher_config(), "reconciled");
     let [schedules] = plain_feeds::<RunSchedule, 1>(&ctx, watcher_config(), "reconciled");
     let [runs] = plain_feeds::<crate::api::Run, 1>(&ctx, watcher_config(), "reconciled");
-    let [providers] = plain_feeds::<crate::api::Provider, 1>(&ctx, watcher_config(), "reconciled");
+    let [providers, for_pipelines, for_experiments, for_schedules, for_runs] =
+        plain_feeds::<crate::api::Provider, 5>(&ctx, watcher_config(), "shared");
     let tasks = vec![
-        tokio::spawn(sync::run_controller(ctx.clone(), pipelines, shutdown.clone())),
-        tokio::spawn(sync::run_controller(ctx.clone(), experiments, shutdown.clone())),
-        tokio::spawn(sync::run_controller(ctx.clone(), schedules, shutdown.clone())),
+        tokio::spawn(sync::run_controller(ctx.clone(), pipelines, for_pipelines, shutdown.clone())),
+        tokio::spawn(sync::run_controller(ctx.clone(), experiments, for_experiments, shutdown.clone())),
+        tokio::spawn(sync::run_controller(ctx.clone(), schedules, for_schedules, shutdown.clone())),
         tokio::spawn(run::run_controller(
             ctx.clone(),
             runs,
-            pipelines_for_runs,
-            rc_for_runs,
+            run::Wakers {
+                pipelines: pipelines_for_runs,
+                run_configurations: rc_for_runs,
+                providers: for_runs,
+            },
             shutdown.clone(),
         )),
         tokio::spawn(run_configuration::run_controller(
@@ -490,16 +503,38 @@ pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
     }
 }
 
-/// Logs and counts the results a controller stream yields.
-pub async fn drain<S, T, E>(stream: S, kind: &'static str, metrics: metrics::Metrics)
+/// The error policy of every controller: [`Context::retry_after`], with the kind as metrics
+/// name it.
+pub fn error_policy<K, C>(object: Arc<K>, error: &Error, ctx: Arc<C>) -> Action
 where
-    S: futures::Stream<Item = Result<T, E>>,
-    T: Debug,
-    E: std::fmt::Display,
+    K: Resource<DynamicType = ()>,
+    C: AsRef<Context>,
 {
+    let kind = K::kind(&()).to_ascii_lowercase();
+    ctx.as_ref().as_ref().retry_after(&kind, object.as_ref(), error)
+}
+
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
+}
+
+/// Logs and counts the results a controller stream yields, by the class of their failure.
+pub async fn drain<S, T>(stream: S, kind: &'static str, metrics: metrics::Metrics)
+where
+    S: futures::Stream<Item = Result<T, kube::runtime::controller::Error<Error, watcher::Error>>>,
+    T: Debug,
+{
+    use kube::runtime::controller::Error as ControllerError;
     stream
         .for_each(|result| {
-            metrics.reconciled(kind, result.is_ok());
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(ControllerError::ReconcilerFailed(error, _)) => error.class().as_str(),
+                Err(_) => "error",
+            };
+            metrics.reconciled(kind, outcome);
             async move {
                 match result {
                     Ok(object) => tracing::debug!(kind, ?object, "reconciled"),

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use super::state::{Plan, StatusBuilder};
-use super::{Context, Error};
+use super::{Context, Error, ErrorClass, Failure};
 use crate::api::conditions::SyncState;
 use crate::api::{NamespacedName, Provider, ProviderType, Status};
 use crate::config::ProviderDefaults;
@@ -235,7 +235,7 @@ pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Act
     let status: Status = match &problem {
         None => builder.build(SyncState::Succeeded, "", "", None),
         Some(message) => builder.after(
-            &Plan::Refuse { message: message.clone() },
+            &Plan::Refuse(Failure::new(ErrorClass::Transient, "ProviderServiceFailed", message.clone())),
             &super::state::Desired { version: String::new(), provider: NamespacedName::default() },
             None,
         ),
@@ -247,14 +247,10 @@ pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Act
         ctx.event(provider, problem.is_some(), state.event_reason(), note).await;
     }
     if let Some(message) = problem {
-        return Err(Error::Recorded { category: "ProviderServiceFailed", message });
+        return Err(Error::Recorded(Failure::new(ErrorClass::Transient, "ProviderServiceFailed", message)));
     }
     ctx.succeeded(provider);
     Ok(Action::requeue(ctx.config.resync_period))
-}
-
-fn error_policy(provider: Arc<Provider>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.retry_after("provider", provider.as_ref(), error)
 }
 
 /// Runs the Provider controller over the objects of `feed`, woken also by their provider
@@ -272,7 +268,12 @@ pub async fn run_controller(
             .owns_stream(super::changed(deployments))
             .owns_stream(super::changed(services))
             .graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, error_policy, ctx.clone()), "provider", ctx.metrics.clone()).await;
+    super::drain(
+        controller.run(reconcile, super::error_policy, ctx.clone()),
+        "provider",
+        ctx.metrics.clone(),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::api::conditions::{READY, SYNCHRONIZED, SyncState, new_condition, set_
 use crate::api::labels;
 use crate::api::{
     NamedValue, NamespacedName, Pipeline, PipelineIdentifier, Run, RunConfiguration, RunSchedule,
-    RunScheduleSpec, hash,
+    RunScheduleSpec, Status, hash,
 };
 use crate::triggers::dependencies::referenced_run_configurations;
 use crate::triggers::evaluation::{Evaluation, Observed, evaluate, triggered_run};
@@ -121,54 +121,77 @@ fn desired_schedules(
         .collect()
 }
 
-/// Makes the owned RunSchedules match `desired` and returns their aggregate state and message.
-async fn sync_schedules(
-    ctx: &Context,
-    schedules: &Store<RunSchedule>,
+/// What keeping the owned RunSchedules in step takes, and the state they add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleChanges {
+    /// Owned schedules no longer wanted, by name.
+    pub delete: Vec<String>,
+    /// Wanted schedules that do not exist.
+    pub create: Vec<RunSchedule>,
+    /// The state and message of the wanted schedules together (a new one counts as not in step).
+    pub state: SyncState,
+    pub message: String,
+}
+
+/// Compares the RunSchedules `rc` owns with the ones it wants. Pure.
+pub fn plan_schedules(
     rc: &RunConfiguration,
+    owned: &[Arc<RunSchedule>],
     desired: BTreeMap<String, RunSchedule>,
-) -> Result<(SyncState, String), Error> {
-    let namespace = rc.namespace().unwrap_or_default();
-    let api: Api<RunSchedule> = Api::namespaced(ctx.client.clone(), &namespace);
+) -> ScheduleChanges {
+    let namespace = rc.namespace();
     let uid = rc.uid();
-    let owned: Vec<Arc<RunSchedule>> = schedules
-        .state()
-        .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+    let owned: Vec<&Arc<RunSchedule>> = owned
+        .iter()
+        .filter(|s| s.namespace() == namespace)
         .filter(|s| s.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
         .collect();
     let mut states = Vec::new();
+    let mut delete = Vec::new();
     for existing in &owned {
         let name = existing.name_any();
-        if !desired.contains_key(&name) && existing.meta().deletion_timestamp.is_none() {
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => return Err(error.into()),
-            }
-        } else if desired.contains_key(&name) {
+        if desired.contains_key(&name) {
             states.push(existing.status.clone().unwrap_or_default());
+        } else if existing.meta().deletion_timestamp.is_none() {
+            delete.push(name);
         }
     }
-    for (name, schedule) in &desired {
-        if !owned.iter().any(|s| s.name_any() == *name) {
-            match api.create(&PostParams::default(), schedule).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => return Err(error.into()),
-            }
-            states.push(Default::default());
+    let create: Vec<RunSchedule> = desired
+        .into_values()
+        .filter(|wanted| !owned.iter().any(|s| s.name_any() == wanted.name_any()))
+        .collect();
+    states.extend(create.iter().map(|_| Status::default()));
+    let (state, message) =
+        if states.iter().any(|s| !matches!(SyncState::of(s), SyncState::Succeeded | SyncState::Failed)) {
+            (SyncState::Updating, "waiting for all owned RunSchedules to be Succeeded".to_owned())
+        } else if let Some(failed) = states.iter().find(|s| SyncState::of(s) == SyncState::Failed) {
+            let message =
+                failed.conditions.iter().find(|c| c.type_ == SYNCHRONIZED).map(|c| c.message.clone());
+            (SyncState::Failed, message.unwrap_or_else(|| "a RunSchedule failed".into()))
+        } else {
+            (SyncState::Succeeded, crate::api::conditions::default_message("Succeeded"))
+        };
+    ScheduleChanges { delete, create, state, message }
+}
+
+/// Deletes and creates the RunSchedules `changes` names (gone and existing ones are done).
+async fn apply_schedules(ctx: &Context, namespace: &str, changes: &ScheduleChanges) -> Result<(), Error> {
+    let api: Api<RunSchedule> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in &changes.delete {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
         }
     }
-    let waiting = "waiting for all owned RunSchedules to be Succeeded".to_owned();
-    Ok(if states.iter().any(|s| !matches!(SyncState::of(s), SyncState::Succeeded | SyncState::Failed)) {
-        (SyncState::Updating, waiting)
-    } else if let Some(failed) = states.iter().find(|s| SyncState::of(s) == SyncState::Failed) {
-        let message = failed.conditions.iter().find(|c| c.type_ == SYNCHRONIZED).map(|c| c.message.clone());
-        (SyncState::Failed, message.unwrap_or_else(|| "a RunSchedule failed".into()))
-    } else {
-        (SyncState::Succeeded, crate::api::conditions::default_message("Succeeded"))
-    })
+    for schedule in &changes.create {
+        match api.create(&PostParams::default(), schedule).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Fetches what [`evaluate`] looks at: the dependencies from the shared index (the API for
@@ -233,13 +256,10 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     let (state, message) = match invalid_spec {
         Some(message) => (SyncState::Failed, message),
         None => {
-            sync_schedules(
-                ctx,
-                &rc_ctx.schedules,
-                rc,
-                desired_schedules(rc, &status.dependencies.pipeline.version, &values),
-            )
-            .await?
+            let desired = desired_schedules(rc, &status.dependencies.pipeline.version, &values);
+            let changes = plan_schedules(rc, &rc_ctx.schedules.state(), desired);
+            apply_schedules(ctx, &namespace, &changes).await?;
+            (changes.state, changes.message)
         }
     };
     let ready = state == SyncState::Succeeded && unresolved.is_none();
@@ -273,8 +293,10 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     Ok(Action::requeue(ctx.config.resync_period))
 }
 
-fn error_policy(rc: Arc<RunConfiguration>, error: &Error, rc_ctx: Arc<RcContext>) -> Action {
-    rc_ctx.ctx.retry_after("runconfiguration", rc.as_ref(), error)
+impl AsRef<Context> for RcContext {
+    fn as_ref(&self) -> &Context {
+        &self.ctx
+    }
 }
 
 /// Runs the RunConfiguration controller over the objects of `feed` (whose watches also feed
@@ -325,5 +347,81 @@ pub async fn run_controller(
     let metrics = ctx.metrics.clone();
     let rc_ctx = Arc::new(RcContext { ctx, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, error_policy, rc_ctx), "runconfiguration", metrics).await;
+    super::drain(controller.run(reconcile, super::error_policy, rc_ctx), "runconfiguration", metrics).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{RunConfigurationSpec, Schedule};
+
+    fn rc(crons: &[&str]) -> RunConfiguration {
+        let mut rc = RunConfiguration::new("nightly", RunConfigurationSpec::default());
+        rc.metadata.namespace = Some("ml".into());
+        rc.metadata.uid = Some("uid-1".into());
+        rc.spec.run.provider = NamespacedName::new("kfp", "stub");
+        rc.spec.run.pipeline = PipelineIdentifier::new("p", "");
+        rc.spec.triggers.schedules = crons
+            .iter()
+            .map(|cron| Schedule { cron_expression: (*cron).into(), ..Schedule::default() })
+            .collect();
+        rc
+    }
+
+    fn existing(schedule: &RunSchedule, state: Option<SyncState>) -> Arc<RunSchedule> {
+        let mut schedule = schedule.clone();
+        schedule.status = state.map(|state| {
+            let previous = Status::default();
+            let builder = crate::controller::state::StatusBuilder {
+                previous: &previous,
+                generation: Some(1),
+                now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+            };
+            builder.build(state, if state == SyncState::Failed { "cron rejected" } else { "" }, "v", None)
+        });
+        Arc::new(schedule)
+    }
+
+    #[test]
+    fn schedules_are_created_kept_and_deleted_by_their_deterministic_names() {
+        let before = rc(&["0 * * * *"]);
+        let old = desired_schedules(&before, "v1", &[]);
+        let old_schedule = old.values().next().unwrap();
+        assert!(old_schedule.name_any().starts_with("nightly-"));
+        assert_eq!(desired_schedules(&before, "v1", &[]), old, "the same spec names the same schedules");
+
+        let fresh = plan_schedules(&before, &[], old.clone());
+        assert_eq!((fresh.create.len(), fresh.delete.len(), fresh.state), (1, 0, SyncState::Updating));
+
+        let settled =
+            plan_schedules(&before, &[existing(old_schedule, Some(SyncState::Succeeded))], old.clone());
+        assert_eq!((settled.create.len(), settled.delete.len(), settled.state), (0, 0, SyncState::Succeeded));
+
+        let after = rc(&["30 * * * *"]);
+        let new = desired_schedules(&after, "v1", &[]);
+        let changed = plan_schedules(&after, &[existing(old_schedule, Some(SyncState::Succeeded))], new);
+        assert_eq!(changed.delete, vec![old_schedule.name_any()]);
+        assert_eq!((changed.create.len(), changed.state), (1, SyncState::Updating));
+    }
+
+    #[test]
+    fn a_failed_schedule_fails_the_run_configuration_with_its_message() {
+        let config = rc(&["0 * * * *"]);
+        let wanted = desired_schedules(&config, "v1", &[]);
+        let failed = existing(wanted.values().next().unwrap(), Some(SyncState::Failed));
+        let changes = plan_schedules(&config, &[failed], wanted);
+        assert_eq!((changes.state, changes.message.as_str()), (SyncState::Failed, "cron rejected"));
+    }
+
+    #[test]
+    fn schedules_of_another_owner_are_left_alone() {
+        let config = rc(&["0 * * * *"]);
+        let mut other = rc(&["0 * * * *"]);
+        other.metadata.uid = Some("uid-2".into());
+        let theirs = desired_schedules(&other, "v1", &[]);
+        let foreign = existing(theirs.values().next().unwrap(), Some(SyncState::Succeeded));
+        let changes = plan_schedules(&config, &[foreign], BTreeMap::new());
+        assert!(changes.delete.is_empty() && changes.create.is_empty());
+        assert_eq!(changes.state, SyncState::Succeeded, "no schedules wanted, none to wait for");
+    }
 }

@@ -4,6 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::error::{ErrorClass, Failure};
 use crate::api::conditions::{
     READY, SYNCHRONIZED, SyncState, default_message, set_condition, synchronized_message,
 };
@@ -31,8 +32,8 @@ pub enum Plan {
     Delete { id: String },
     /// Deleting, and nothing exists on the provider: record Deleted.
     MarkDeleted,
-    /// Refuse with a message (status Failed), without calling the provider.
-    Refuse { message: String },
+    /// Refuse (status Failed with the failure's message), without calling the provider.
+    Refuse(Failure),
 }
 
 /// Decides what to do from the current status, the desired version and provider, and whether
@@ -52,13 +53,15 @@ pub fn plan(status: &Status, desired: &Desired, deleting: bool) -> Plan {
         };
     }
     if let Some(recorded) = recorded_provider.filter(|recorded| **recorded != desired.provider) {
-        return Plan::Refuse {
-            message: format!(
+        return Plan::Refuse(Failure::new(
+            ErrorClass::Stalled,
+            "ProviderChanged",
+            format!(
                 "the provider has changed from {recorded} to {}; a resource cannot move between providers, \
                  delete it and create it again",
                 desired.provider
             ),
-        };
+        ));
     }
     match state {
         SyncState::Succeeded if status.version == desired.version && !id.is_empty() => Plan::Nothing,
@@ -74,7 +77,7 @@ pub fn state_during(plan: &Plan) -> Option<SyncState> {
         Plan::Create => Some(SyncState::Creating),
         Plan::Update { .. } => Some(SyncState::Updating),
         Plan::Delete { .. } => Some(SyncState::Deleting),
-        Plan::Nothing | Plan::MarkDeleted | Plan::Refuse { .. } => None,
+        Plan::Nothing | Plan::MarkDeleted | Plan::Refuse(_) => None,
     }
 }
 
@@ -83,8 +86,8 @@ pub fn state_during(plan: &Plan) -> Option<SyncState> {
 pub enum Outcome {
     /// The call succeeded; for create and update, with the resource's id.
     Done { id: String },
-    /// The call failed with this message; the category names the failure in metrics.
-    Failed { message: String, category: &'static str },
+    /// The call failed.
+    Failed(Failure),
 }
 
 /// Builds statuses. `now` stamps conditions that change.
@@ -141,8 +144,8 @@ impl StatusBuilder<'_> {
                 &self.previous.version,
                 previous_provider,
             ),
-            (Plan::Refuse { message }, _) => {
-                self.build(SyncState::Failed, message, &desired.version, previous_provider)
+            (Plan::Refuse(failure), _) => {
+                self.build(SyncState::Failed, &failure.message, &desired.version, previous_provider)
             }
             (Plan::MarkDeleted, _) => {
                 self.build(SyncState::Deleted, "", &self.previous.version, previous_provider)
@@ -180,7 +183,7 @@ impl StatusBuilder<'_> {
 
 fn message_of(outcome: Option<&Outcome>) -> &str {
     match outcome {
-        Some(Outcome::Failed { message, .. }) => message,
+        Some(Outcome::Failed(failure)) => &failure.message,
         _ => "the provider call did not finish",
     }
 }
@@ -328,7 +331,7 @@ mod tests {
         let current = status(Some(SyncState::Succeeded), "v1", "id-1");
         let moved = Desired { version: "v1".into(), provider: NamespacedName::new("kfp", "other") };
         assert!(
-            matches!(plan(&current, &moved, false), Plan::Refuse { message } if message.contains("kfp/stub") && message.contains("kfp/other"))
+            matches!(plan(&current, &moved, false), Plan::Refuse(Failure { class: ErrorClass::Stalled, message, .. }) if message.contains("kfp/stub") && message.contains("kfp/other"))
         );
         assert_eq!(plan(&current, &moved, true), Plan::Delete { id: "id-1".into() });
     }
@@ -352,7 +355,11 @@ mod tests {
         let failed = builder.after(
             &update,
             &want,
-            Some(&Outcome::Failed { message: "update pipeline failed".into(), category: "ProviderFailed" }),
+            Some(&Outcome::Failed(Failure::new(
+                ErrorClass::Transient,
+                "ProviderFailed",
+                "update pipeline failed",
+            ))),
         );
         assert_eq!(SyncState::of(&failed), SyncState::Failed);
         assert_eq!(failed.provider.as_ref().map(|p| p.id.as_str()), Some("id-1"), "the old provider is kept");
@@ -373,7 +380,11 @@ mod tests {
         let still_deleting = builder.after(
             &delete,
             &want,
-            Some(&Outcome::Failed { message: "delete run failed".into(), category: "ProviderFailed" }),
+            Some(&Outcome::Failed(Failure::new(
+                ErrorClass::Transient,
+                "ProviderFailed",
+                "delete run failed",
+            ))),
         );
         assert_eq!(SyncState::of(&still_deleting), SyncState::Deleting);
     }
