@@ -813,3 +813,146 @@ async fn a_run_with_an_unparsable_artifact_filter_is_refused_with_the_reason() {
     assert!(refused.status.unwrap().status.provider.is_none(), "nothing was submitted");
     operator.stop().await;
 }
+
+fn ready_message(status: Option<&Status>) -> String {
+    let status = status.cloned().unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == kfp_operator::api::conditions::READY);
+    ready.map(|c| c.message.clone()).unwrap_or_default()
+}
+
+/// What another object must fix waits for it: a Pipeline created before its Provider says so
+/// in a Normal Event, is left alone (no retries on the backoff, no writes), and synchronises as
+/// soon as the Provider appears, woken by its watch.
+#[tokio::test]
+async fn a_pipeline_waits_for_its_provider_and_goes_on_when_it_appears() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "waits-for-provider").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let writes = support::StatusWrites::default();
+    let watch = writes.watch(Api::<Pipeline>::namespaced(client.clone(), &ns));
+    create(&client, &ns, &pipeline("early", &ns, "quickstart:v1")).await;
+    let waiting = wait_for::<Pipeline>(&client, &ns, "early", "waiting", |p: &Pipeline| {
+        sync_state(p.status.as_ref()).0 == SyncState::Failed
+    })
+    .await;
+    assert_eq!(sync_state(waiting.status.as_ref()).1, format!("provider {ns}/stub not found"));
+    assert!(ready_message(waiting.status.as_ref()).ends_with("; tried again when it changes"));
+    support::eventually("a Normal ProviderNotFound Event", TIMEOUT, || async {
+        event_reasons(&client, &ns, "early")
+            .await
+            .contains(&"Normal:ProviderNotFound".to_owned())
+            .then_some(())
+    })
+    .await;
+    let written = writes.of("early");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(writes.of("early"), written, "a waiting object is not rewritten while it waits");
+
+    let appeared = std::time::Instant::now();
+    create(&client, &ns, &stub_provider("stub")).await;
+    wait_for::<Pipeline>(&client, &ns, "early", "Succeeded", succeeded(|p: &Pipeline| p.status.as_ref()))
+        .await;
+    assert!(appeared.elapsed() < Duration::from_secs(5), "woken by the Provider: {:?}", appeared.elapsed());
+    assert_eq!(operator.context().metrics.provider_calls("pipeline", "create", "ok"), 1);
+    watch.abort();
+    operator.stop().await;
+}
+
+/// What only the object itself can fix stalls: a Pipeline moved to another Provider fails with
+/// a Warning Event and is not retried (no provider calls, no writes), until the object changes
+/// (an annotation is enough), and moving it back brings it back in step.
+#[tokio::test]
+async fn a_pipeline_moved_to_another_provider_stalls_until_it_changes() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "stalls").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    create(&client, &ns, &stub_provider("other")).await;
+    create(&client, &ns, &pipeline("moved", &ns, "quickstart:v1")).await;
+    wait_for::<Pipeline>(&client, &ns, "moved", "Succeeded", succeeded(|p: &Pipeline| p.status.as_ref()))
+        .await;
+    let writes = support::StatusWrites::default();
+    let watch = writes.watch(Api::<Pipeline>::namespaced(client.clone(), &ns));
+
+    let api: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let provider = |name: &str| json!({"spec": {"provider": format!("{ns}/{name}")}});
+    api.patch("moved", &PatchParams::default(), &Patch::Merge(provider("other"))).await.unwrap();
+    let stalled = wait_for::<Pipeline>(&client, &ns, "moved", "stalled", |p: &Pipeline| {
+        sync_state(p.status.as_ref()).0 == SyncState::Failed
+    })
+    .await;
+    assert!(sync_state(stalled.status.as_ref()).1.contains("the provider has changed"));
+    assert!(ready_message(stalled.status.as_ref()).ends_with("; not retried until the resource changes"));
+    support::eventually("a Warning ProviderChanged Event", TIMEOUT, || async {
+        event_reasons(&client, &ns, "moved")
+            .await
+            .contains(&"Warning:ProviderChanged".to_owned())
+            .then_some(())
+    })
+    .await;
+    let metrics = operator.context().metrics.clone();
+    let (written, calls) = (writes.of("moved"), metrics.failures_of("pipeline", "ProviderChanged"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(writes.of("moved"), written, "a stalled object is not rewritten");
+    assert_eq!(metrics.failures_of("pipeline", "ProviderChanged"), calls, "nor reconciled again");
+
+    api.patch(
+        "moved",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"retry": "1"}}})),
+    )
+    .await
+    .unwrap();
+    support::eventually("a retry after the annotation", TIMEOUT, || async {
+        (metrics.failures_of("pipeline", "ProviderChanged") > calls).then_some(())
+    })
+    .await;
+    api.patch("moved", &PatchParams::default(), &Patch::Merge(provider("stub"))).await.unwrap();
+    wait_for::<Pipeline>(&client, &ns, "moved", "back in step", succeeded(|p: &Pipeline| p.status.as_ref()))
+        .await;
+    assert_eq!(
+        metrics.provider_calls("pipeline", "create", "ok"),
+        1,
+        "in step again without a second create"
+    );
+    watch.abort();
+    operator.stop().await;
+}
+
+/// A reconcile that another object's change starts right after the operator's own write plans
+/// on the object as the API server holds it, not on a cache that has not seen the write yet:
+/// Runs created while their Provider keeps changing are created on the provider once each.
+#[tokio::test]
+async fn a_provider_changing_during_creation_does_not_repeat_provider_calls() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "no-repeats").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let providers: Api<Provider> = Api::namespaced(client.clone(), &ns);
+    for index in 0..20 {
+        let spec = RunSpec {
+            provider: NamespacedName::new(&ns, "stub"),
+            pipeline: "penguin:v1-abc".parse().unwrap(),
+            ..RunSpec::default()
+        };
+        create(&client, &ns, &Run::new(&format!("run-{index}"), spec)).await;
+    }
+    create(&client, &ns, &stub_provider("stub")).await;
+    for round in 0..300 {
+        let touch = json!({"metadata": {"annotations": {"round": round.to_string()}}});
+        providers.patch("stub", &PatchParams::default(), &Patch::Merge(touch)).await.unwrap();
+    }
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    support::eventually("20 synchronised Runs", TIMEOUT, || async {
+        let listed = runs.list(&Default::default()).await.unwrap().items;
+        (listed
+            .iter()
+            .filter(|r| sync_state(r.status.as_ref().map(|s| &s.status)).0 == SyncState::Succeeded)
+            .count()
+            == 20)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(operator.context().metrics.provider_calls("run", "create", "ok"), 20);
+    operator.stop().await;
+}

@@ -246,12 +246,15 @@ pub enum FollowUp {
     Resync,
 }
 
-/// Writes `status` if it differs from what the object has, and publishes an Event for a new state.
+/// Writes `status` if it differs from what the object has, and publishes an Event for a new
+/// state: named after the state, or after the failure when it waits (Normal) or stalls
+/// (Warning).
 async fn write_status<K: Synced>(
     ctx: &Context,
     object: &K,
     previous: &Status,
     status: Status,
+    failure: Option<&Failure>,
 ) -> Result<(), Error> {
     if *previous == status {
         return Ok(());
@@ -273,7 +276,11 @@ async fn write_status<K: Synced>(
             note.push_str(": ");
             note.push_str(&message);
         }
-        ctx.event(object, state == SyncState::Failed, state.event_reason(), note).await;
+        let (warning, reason) = match failure.filter(|f| f.class != ErrorClass::Transient) {
+            Some(failure) => (failure.class == ErrorClass::Stalled, failure.category),
+            None => (state == SyncState::Failed, state.event_reason()),
+        };
+        ctx.event(object, warning, reason, note).await;
     }
     Ok(())
 }
@@ -321,7 +328,7 @@ pub async fn reconcile_synced<K: Synced>(
     let builder = StatusBuilder { previous: &previous, generation: object.meta().generation, now: now() };
     let (status, failure) = settle(&builder, &plan, &desired, outcome.as_ref(), ctx.next_backoff(object));
     tracing::debug!(?plan, state = %SyncState::of(&status), previous = %SyncState::of(&previous), "SETTLED");
-    write_status(ctx, object, &previous, status.clone()).await?;
+    write_status(ctx, object, &previous, status.clone(), failure.as_ref()).await?;
     if let Some(failure) = failure {
         return Err(Error::Recorded(failure));
     }
