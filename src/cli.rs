@@ -46,10 +46,10 @@ enum Command {
         command: BenchCommand,
     },
     /// Print the in-cluster installation (ServiceAccount, ClusterRole and binding, configuration,
-    /// Deployment, Service) as YAML; the CRDs come from `crd`.
+    /// Deployment, Services) as YAML; the CRDs come from `crd`.
     Manifests {
         /// The namespace to run in.
-        #[arg(long, default_value = "kfp-operator")]
+        #[arg(long, default_value = crate::tools::deploy::DEFAULT_NAMESPACE)]
         namespace: String,
         /// The operator image.
         #[arg(long)]

@@ -1,6 +1,8 @@
 //! The in-cluster installation, built from typed objects: the operator's ServiceAccount, the
 //! ClusterRole with exactly the permissions it uses and its binding, the configuration, the
-//! Deployment and the Service of the run-completion ingest. `kfp-operator manifests` prints them;
+//! Deployment `<name>-controller-manager`, the Service `<name>` of the run-completion ingest and
+//! the Service `<name>-metrics` of `/metrics` (the names the product documentation uses, with
+//! the default name `kfp-operator` in the namespace `kfp-operator-system`). `kfp-operator manifests` prints them;
 //! the kustomize base `deploy/base/` and the Helm chart are generated from here and checked for
 //! drift. Pure.
 
@@ -21,6 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
+/// The port of `/metrics` on the metrics Service.
+pub const METRICS_SERVICE_PORT: i32 = 8080;
+/// The namespace of the default installation.
+pub const DEFAULT_NAMESPACE: &str = "kfp-operator-system";
 /// The port of `/livez`, `/readyz` and `/metrics` in the pod.
 pub const ADMIN_PORT: i32 = 8081;
 /// The port of `POST /events` in the pod.
@@ -35,7 +41,8 @@ pub const DEFAULT_CONFIG: &str =
 pub struct Installation {
     /// The namespace the operator runs in.
     pub namespace: String,
-    /// The name of every object (cluster-scoped ones included).
+    /// The name of every object (cluster-scoped ones included), and the prefix of the
+    /// Deployment's (`<name>-controller-manager`) and the metrics Service's (`<name>-metrics`).
     pub name: String,
     /// The operator image.
     pub image: String,
@@ -47,7 +54,7 @@ pub struct Installation {
 impl Default for Installation {
     fn default() -> Self {
         Self {
-            namespace: "kfp-operator".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             name: "kfp-operator".into(),
             image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
             image_pull_policy: "IfNotPresent".into(),
@@ -252,7 +259,7 @@ impl Installation {
         };
         let labels = self.labels();
         Deployment {
-            metadata: self.metadata(true),
+            metadata: ObjectMeta { name: Some(self.deployment_name()), ..self.metadata(true) },
             spec: Some(DeploymentSpec {
                 replicas: Some(1),
                 // One operator at a time: the old one stops (releasing the leader Lease) before
@@ -293,20 +300,46 @@ impl Installation {
         }
     }
 
-    /// The Service of `POST /events` (port `events`) and `/metrics` (port `admin`).
-    pub fn service(&self) -> Service {
-        let port = |name: &str, port: i32| ServicePort {
+    /// The Deployment's name: `<name>-controller-manager`.
+    pub fn deployment_name(&self) -> String {
+        format!("{}-controller-manager", self.name)
+    }
+
+    /// The metrics Service's name: `<name>-metrics`.
+    pub fn metrics_service_name(&self) -> String {
+        format!("{}-metrics", self.name)
+    }
+
+    fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
+        ServicePort {
             name: Some(name.to_owned()),
             port,
-            target_port: Some(IntOrString::String(name.to_owned())),
+            target_port: Some(IntOrString::String(target.to_owned())),
             protocol: Some("TCP".into()),
             ..ServicePort::default()
-        };
+        }
+    }
+
+    /// The Service of `POST /events` (port `events`), for the provider services.
+    pub fn service(&self) -> Service {
         Service {
             metadata: self.metadata(true),
             spec: Some(ServiceSpec {
                 selector: Some(self.labels()),
-                ports: Some(vec![port("events", EVENTS_PORT), port("admin", ADMIN_PORT)]),
+                ports: Some(vec![Self::service_port("events", EVENTS_PORT, "events")]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The Service of `/metrics` on port 8080 (port `metrics`), for monitoring.
+    pub fn metrics_service(&self) -> Service {
+        Service {
+            metadata: ObjectMeta { name: Some(self.metrics_service_name()), ..self.metadata(true) },
+            spec: Some(ServiceSpec {
+                selector: Some(self.labels()),
+                ports: Some(vec![Self::service_port("metrics", METRICS_SERVICE_PORT, "admin")]),
                 ..ServiceSpec::default()
             }),
             status: None,
@@ -328,6 +361,7 @@ impl Installation {
             serde_json::to_value(self.config_map())?,
             serde_json::to_value(self.deployment())?,
             serde_json::to_value(self.service())?,
+            serde_json::to_value(self.metrics_service())?,
         ]);
         Ok(objects)
     }
@@ -446,5 +480,22 @@ mod tests {
         assert_eq!(pod.volumes.unwrap()[0].config_map.as_ref().unwrap().name, "kfp");
         let service = installation.service().spec.unwrap();
         assert_eq!(service.selector, Some(installation.labels()));
+    }
+
+    #[test]
+    fn the_default_installation_has_the_documented_names() {
+        let installation = Installation::default();
+        assert_eq!(installation.namespace().metadata.name.as_deref(), Some("kfp-operator-system"));
+        let deployment = installation.deployment();
+        assert_eq!(deployment.metadata.name.as_deref(), Some("kfp-operator-controller-manager"));
+        assert_eq!(deployment.metadata.namespace.as_deref(), Some("kfp-operator-system"));
+        let metrics = installation.metrics_service();
+        assert_eq!(metrics.metadata.name.as_deref(), Some("kfp-operator-metrics"));
+        let port = &metrics.spec.unwrap().ports.unwrap()[0];
+        assert_eq!((port.port, port.target_port.clone()), (8080, Some(IntOrString::String("admin".into()))));
+        let ingest = installation.service();
+        assert_eq!(ingest.metadata.name.as_deref(), Some("kfp-operator"));
+        let ports: Vec<i32> = ingest.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [EVENTS_PORT], "the ingest keeps its own Service");
     }
 }
