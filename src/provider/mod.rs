@@ -1,6 +1,7 @@
 //! The provider system: the `ProviderApi` every ML platform adapter implements, the resource
 //! definitions sent to it, and the implementations (`stub`, `http`).
 
+pub mod compile;
 pub mod definitions;
 pub mod http;
 pub mod stub;
