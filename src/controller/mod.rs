@@ -126,18 +126,8 @@ impl Context {
         self.metrics.failed(kind, category);
         if class == ErrorClass::Stalled && !error.is_recorded() {
             let (recorder, reference) = (self.recorder.clone(), object.object_ref(&()));
-            let event = Event {
-                type_: EventType::Warning,
-                reason: category.to_owned(),
-                note: Some(truncate(format!("{error}; not retried until the resource changes"), 1000)),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            tokio::spawn(async move {
-                if let Err(error) = recorder.publish(&event, &reference).await {
-                    tracing::warn!(%error, "could not publish an event");
-                }
-            });
+            let note = format!("{error}; not retried until the resource changes");
+            tokio::spawn(async move { publish_event(&recorder, reference, key, true, category, note).await });
         }
         let backoff = if class == ErrorClass::Transient { self.backoff(object) } else { Duration::ZERO };
         class
@@ -157,16 +147,7 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_owned(),
-            note: Some(truncate(note, 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%error, object = %Self::key(object), "could not publish an event");
-        }
+        publish_event(&self.recorder, object.object_ref(&()), Self::key(object), warning, reason, note).await;
     }
 
     /// The object as the API server holds it now (`None`: gone). A controller's cache can lag
@@ -229,6 +210,28 @@ impl Context {
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// Publishes a Kubernetes Event about the object `reference` (`key` in logs); failures are
+/// logged, never fatal.
+async fn publish_event(
+    recorder: &Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    key: String,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.to_owned(),
+        note: Some(truncate(note, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &reference).await {
+        tracing::warn!(%error, object = %key, "could not publish an event");
     }
 }
 

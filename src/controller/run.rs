@@ -112,24 +112,24 @@ pub fn plan(run: &Run, observed: &RunObservation, ttl: Option<Duration>, now: ji
         requeue = Some(Duration::try_from(ttl_signed - elapsed).unwrap_or(ttl));
     }
 
-    let refuse = |mut status: RunStatus, category: &'static str, message: String| {
+    let refuse = |mut status: RunStatus, failure: Failure| {
         for type_ in [SYNCHRONIZED, READY] {
             set_condition(
                 &mut status.status.conditions,
-                condition(type_, false, "Failed", &message, generation),
+                condition(type_, false, "Failed", &failure.message, generation),
             );
         }
-        RunStep::Stop { status, failure: Failure::new(ErrorClass::Stalled, category, message) }
+        RunStep::Stop { status, failure }
     };
     if let Some(generation) = generation.filter(|g| *g > 1) {
         let message = format!(
             "the spec of a Run cannot change after creation (it is at generation {generation}); delete the Run \
              and create a new one"
         );
-        return refuse(status, "SpecImmutable", message);
+        return refuse(status, Failure::new(ErrorClass::Stalled, "SpecImmutable", message));
     }
     if let Some(message) = crate::api::filter::invalid_artifact_filter(&run.spec.artifacts) {
-        return refuse(status, "InvalidSpec", message);
+        return refuse(status, Failure::new(ErrorClass::Stalled, "InvalidSpec", message));
     }
 
     let wait = |mut status: RunStatus, category: &'static str, message: String| {
@@ -178,17 +178,10 @@ pub fn plan(run: &Run, observed: &RunObservation, ttl: Option<Duration>, now: ji
     prepared.status = Some(status.clone());
     match definitions::run(&prepared, &resolved.values) {
         Ok(definition) => RunStep::Synchronize { run: Box::new(prepared), definition, requeue },
-        Err(error) => {
-            let failure =
-                Failure::new(super::error::definition_class(&error), "InvalidDefinition", error.to_string());
-            for type_ in [SYNCHRONIZED, READY] {
-                set_condition(
-                    &mut status.status.conditions,
-                    condition(type_, false, "Failed", &failure.message, generation),
-                );
-            }
-            RunStep::Stop { status, failure }
-        }
+        Err(error) => refuse(
+            status,
+            Failure::new(super::error::definition_class(&error), "InvalidDefinition", error.to_string()),
+        ),
     }
 }
 

@@ -327,7 +327,6 @@ pub async fn reconcile_synced<K: Synced>(
     };
     let builder = StatusBuilder { previous: &previous, generation: object.meta().generation, now: now() };
     let (status, failure) = settle(&builder, &plan, &desired, outcome.as_ref(), ctx.next_backoff(object));
-    tracing::debug!(?plan, state = %SyncState::of(&status), previous = %SyncState::of(&previous), "SETTLED");
     write_status(ctx, object, &previous, status.clone(), failure.as_ref()).await?;
     if let Some(failure) = failure {
         return Err(Error::Recorded(failure));
@@ -343,8 +342,8 @@ pub async fn reconcile_synced<K: Synced>(
 }
 
 /// Announces a provider call with a Normal Event naming the state it enters (`Creating`,
-/// `Updating`, `Deleting`), unless it retries a failed one. The status is written once, after
-/// the call.
+/// `Updating`, `Deleting`) and its version, unless it retries a failed one. The status is
+/// written once, after the call.
 async fn announce_call<K: Synced>(
     ctx: &Context,
     object: &K,
@@ -352,13 +351,14 @@ async fn announce_call<K: Synced>(
     plan: &Plan,
     desired: &Desired,
 ) {
-    let Some(state) = state_during(plan) else { return };
-    let deleting = state == SyncState::Deleting;
+    let builder = StatusBuilder { previous, generation: object.meta().generation, now: now() };
+    let Some(during) = builder.during(plan, desired) else { return };
+    let state = SyncState::of(&during);
     let retrying = matches!(SyncState::of(previous), SyncState::Failed | SyncState::Deleting)
-        && (deleting || previous.version == desired.version);
+        && (state == SyncState::Deleting || previous.version == desired.version);
     if !retrying {
-        let version = if deleting { &previous.version } else { &desired.version };
-        ctx.event(object, false, state.event_reason(), format!("{state} [version: {version:?}]")).await;
+        ctx.event(object, false, state.event_reason(), format!("{state} [version: {:?}]", during.version))
+            .await;
     }
 }
 
