@@ -57,7 +57,54 @@ pub struct OperatorConfig {
     pub leader_election: crate::leader::LeaderElectionConfig,
     /// The validating admission webhook (HTTPS); off unless `listenAddr` is set.
     pub webhook: WebhookConfig,
+    /// The compile Jobs that turn a Pipeline version into what its provider uploads.
+    pub compile: CompileConfig,
 }
+
+/// How Pipeline versions are compiled: one Job per version, in the Pipeline's namespace.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CompileConfig {
+    /// Whether Pipelines are compiled at all; when off, providers receive the definition only.
+    pub enabled: bool,
+    /// How long one compile may take before it fails (the Job's `activeDeadlineSeconds`).
+    #[serde(deserialize_with = "duration")]
+    pub deadline: Duration,
+    /// How long a finished compile Job is kept (its `ttlSecondsAfterFinished`).
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// How many compile Jobs may run at once; more wait for a free slot.
+    pub max_concurrent: usize,
+    /// The largest compiled pipeline accepted, in bytes.
+    pub output_limit: u64,
+    /// `imagePullPolicy` of the compile pod's containers.
+    pub image_pull_policy: String,
+    /// The compiler image of each framework, for Providers whose framework names no `image`.
+    pub framework_images: BTreeMap<String, String>,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        let image = |framework: &str| {
+            (
+                framework.to_owned(),
+                format!("{COMPILER_REGISTRY}/compiler-{framework}:{}", env!("CARGO_PKG_VERSION")),
+            )
+        };
+        Self {
+            enabled: true,
+            deadline: Duration::from_secs(30 * 60),
+            ttl: Duration::from_secs(24 * 3600),
+            max_concurrent: 4,
+            output_limit: 4 << 20,
+            image_pull_policy: "IfNotPresent".into(),
+            framework_images: BTreeMap::from([image("kfp-sdk"), image("tfx")]),
+        }
+    }
+}
+
+/// Where the project's framework compiler images are published.
+pub const COMPILER_REGISTRY: &str = "ghcr.io/kfp-operator";
 
 /// The validating admission webhook's listener and serving certificate.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -87,6 +134,7 @@ impl Default for OperatorConfig {
             cross_namespace_policy: crate::triggers::CrossNamespacePolicy::default(),
             leader_election: crate::leader::LeaderElectionConfig::default(),
             webhook: WebhookConfig::default(),
+            compile: CompileConfig::default(),
         }
     }
 }
@@ -161,6 +209,22 @@ impl OperatorConfig {
             && (self.webhook.cert_file.is_none() || self.webhook.key_file.is_none())
         {
             return invalid("webhook.listenAddr needs webhook.certFile and webhook.keyFile".into());
+        }
+        let compile = &self.compile;
+        if compile.deadline < Duration::from_secs(1) {
+            return invalid("compile.deadline must be at least 1s".into());
+        }
+        if compile.max_concurrent == 0 {
+            return invalid("compile.maxConcurrent must be at least 1".into());
+        }
+        if compile.output_limit == 0 {
+            return invalid("compile.outputLimit must be more than 0".into());
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&compile.image_pull_policy.as_str()) {
+            return invalid(format!(
+                "compile.imagePullPolicy {:?} is not one of Always, IfNotPresent, Never",
+                compile.image_pull_policy
+            ));
         }
         self.events.validate().map_err(ConfigError::Invalid)
     }

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod pipeline;
 pub mod pipeline_version;
 pub mod provider;
 pub mod run;
@@ -477,7 +478,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
     let [providers, for_pipelines, for_experiments, for_schedules, for_runs] =
         plain_feeds::<crate::api::Provider, 5>(&ctx, watcher_config(), "shared");
     let tasks = vec![
-        tokio::spawn(sync::run_controller(ctx.clone(), pipelines, for_pipelines, shutdown.clone())),
+        tokio::spawn(pipeline::run_controller(ctx.clone(), pipelines, for_pipelines, shutdown.clone())),
         tokio::spawn(sync::run_controller(ctx.clone(), experiments, for_experiments, shutdown.clone())),
         tokio::spawn(sync::run_controller(ctx.clone(), schedules, for_schedules, shutdown.clone())),
         tokio::spawn(run::run_controller(

@@ -30,6 +30,7 @@ use crate::provider::stub::{StubProvider, StubRun, StubSettings};
 /// Provider clients by Provider resource, rebuilt when the resource's generation changes.
 pub struct ProviderRegistry {
     clients: DashMap<NamespacedName, (Option<i64>, Arc<dyn ProviderApi>)>,
+    stubs: DashMap<NamespacedName, Arc<StubProvider>>,
     defaults: ProviderDefaults,
     stub_runs: Option<mpsc::UnboundedSender<StubRun>>,
 }
@@ -37,7 +38,13 @@ pub struct ProviderRegistry {
 impl ProviderRegistry {
     /// `stub_runs` receives every run a stub provider creates (for completion).
     pub fn new(defaults: ProviderDefaults, stub_runs: Option<mpsc::UnboundedSender<StubRun>>) -> Self {
-        Self { clients: DashMap::new(), defaults, stub_runs }
+        Self { clients: DashMap::new(), stubs: DashMap::new(), defaults, stub_runs }
+    }
+
+    /// The built-in stub of the Provider `name`, once a call has used it (for tests and
+    /// diagnostics: it records what it was sent).
+    pub fn stub(&self, name: &NamespacedName) -> Option<Arc<StubProvider>> {
+        self.stubs.get(name).map(|entry| entry.value().clone())
     }
 
     /// The client of `provider`.
@@ -53,7 +60,9 @@ impl ProviderRegistry {
             ProviderType::Stub => {
                 let settings = StubSettings::from_parameters(&provider.spec.parameters)
                     .map_err(|e| format!("provider {name}: {e}"))?;
-                StubProvider::new(name.clone(), settings, self.stub_runs.clone())
+                let stub = StubProvider::new(name.clone(), settings, self.stub_runs.clone());
+                self.stubs.insert(name.clone(), stub.clone());
+                stub
             }
             ProviderType::Http => {
                 let url = service_url(provider, &self.defaults);

@@ -293,15 +293,31 @@ pub async fn reconcile_synced<K: Synced>(
     ctx: &Context,
     definition: Option<Value>,
 ) -> Result<Action, Error> {
-    let provider = if has_finalizer(object) && !force_deleted(object) {
-        let name = provider_name(object);
-        let namespace = object.namespace().unwrap_or_default();
-        let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), name.namespace_or(&namespace));
-        providers.get_opt(&name.name).await?
-    } else {
-        None
-    };
-    let (plan, desired, definition) = match plan_sync(object, provider.as_ref(), definition) {
+    let provider = observe_provider(ctx, object).await?;
+    let step = plan_sync(object, provider.as_ref(), definition);
+    apply_step(ctx, object, provider.as_ref(), step).await
+}
+
+/// The Provider a reconcile of `object` needs (`None`: not found, or not needed).
+pub async fn observe_provider<K: Synced>(ctx: &Context, object: &K) -> Result<Option<Provider>, Error> {
+    if !has_finalizer(object) || force_deleted(object) {
+        return Ok(None);
+    }
+    let name = provider_name(object);
+    let namespace = object.namespace().unwrap_or_default();
+    let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), name.namespace_or(&namespace));
+    Ok(providers.get_opt(&name.name).await?)
+}
+
+/// Carries out `step` for `object`: the finalizer, or the plan's one provider call and the
+/// status write after it.
+pub async fn apply_step<K: Synced>(
+    ctx: &Context,
+    object: &K,
+    provider: Option<&Provider>,
+    step: Step,
+) -> Result<Action, Error> {
+    let (plan, desired, definition) = match step {
         Step::Nothing => return Ok(Action::await_change()),
         Step::AddFinalizer => {
             set_finalizer(ctx, object, true).await?;
@@ -316,7 +332,7 @@ pub async fn reconcile_synced<K: Synced>(
     };
     let previous = object.sync_status().cloned().unwrap_or_default();
     announce_call(ctx, object, &previous, &plan, &desired).await;
-    let outcome = match (state_during(&plan), &provider) {
+    let outcome = match (state_during(&plan), provider) {
         (Some(_), Some(provider)) => Some(match ctx.providers.client_for(provider).await {
             Ok(client) => call(ctx, client.as_ref(), &plan, K::RESOURCE, definition.as_ref()).await,
             Err(message) => {
@@ -339,6 +355,22 @@ pub async fn reconcile_synced<K: Synced>(
         }
         FollowUp::Resync => Ok(Action::requeue(ctx.config.resync_period)),
     }
+}
+
+/// Shows that `plan` is under way but its call waits for `message` (a compile): the state the
+/// call enters, at the desired version, with `message`; written only when it changes.
+pub async fn show_progress<K: Synced>(
+    ctx: &Context,
+    object: &K,
+    plan: &Plan,
+    desired: &Desired,
+    message: &str,
+) -> Result<(), Error> {
+    let previous = object.sync_status().cloned().unwrap_or_default();
+    let builder = StatusBuilder { previous: &previous, generation: object.meta().generation, now: now() };
+    let Some(during) = builder.during(plan, desired) else { return Ok(()) };
+    let status = builder.build(SyncState::of(&during), message, &during.version, during.provider.clone());
+    write_status(ctx, object, &previous, status, None).await
 }
 
 /// Announces a provider call with a Normal Event naming the state it enters (`Creating`,

@@ -15,8 +15,9 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerStateTerminated, ContainerStatus,
+    EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
@@ -44,6 +45,8 @@ pub struct CompileRequest {
     /// The Pipeline's uid, for the owner reference.
     pub pipeline_uid: String,
     pub version: String,
+    /// Starts a new compile of the same version when it changes (the retry annotation).
+    pub attempt: String,
     /// The Pipeline's image, which runs the compiler.
     pub pipeline_image: String,
     /// The framework's image, which brings the compiler.
@@ -54,12 +57,21 @@ pub struct CompileRequest {
     pub deadline: Duration,
     /// How long a finished Job stays (`ttlSecondsAfterFinished`).
     pub ttl: Duration,
+    /// The containers' `imagePullPolicy`.
+    pub image_pull_policy: String,
 }
 
-/// The name of the Job (and its ConfigMap) compiling `version` of `pipeline`: the same for the
-/// same version, so that a restarted operator finds the Job it started. At most 63 characters.
-pub fn job_name(pipeline: &str, version: &str) -> String {
-    let digest = Sha256::new().chain_update(pipeline).chain_update([0]).chain_update(version).finalize();
+/// The name of the Job (and its ConfigMap) compiling `version` of `pipeline` at `attempt`: the
+/// same for the same version and attempt, so that a restarted operator finds the Job it
+/// started. At most 63 characters.
+pub fn job_name(pipeline: &str, version: &str, attempt: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(pipeline)
+        .chain_update([0])
+        .chain_update(version)
+        .chain_update([0])
+        .chain_update(attempt)
+        .finalize();
     let suffix = format!("-compile-{}", hex::encode(&digest[..5]));
     let room = 63 - suffix.len();
     let prefix: String = pipeline.chars().take(room).collect();
@@ -67,9 +79,14 @@ pub fn job_name(pipeline: &str, version: &str) -> String {
 }
 
 impl CompileRequest {
+    /// The name of the Job and its ConfigMap.
+    pub fn name(&self) -> String {
+        job_name(&self.pipeline, &self.version, &self.attempt)
+    }
+
     fn metadata(&self) -> ObjectMeta {
         ObjectMeta {
-            name: Some(job_name(&self.pipeline, &self.version)),
+            name: Some(self.name()),
             namespace: Some(self.namespace.clone()),
             labels: Some(BTreeMap::from([
                 (PIPELINE_LABEL.to_owned(), label_value(&self.pipeline)),
@@ -119,20 +136,20 @@ impl CompileRequest {
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
             ..SecurityContext::default()
         };
-        let name = job_name(&self.pipeline, &self.version);
+        let name = self.name();
         let compiler = Container {
-            name: "framework".into(),
+            name: FRAMEWORK_CONTAINER.into(),
             image: Some(self.framework_image.clone()),
-            image_pull_policy: Some("IfNotPresent".into()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
             args: Some(vec!["/shared".into()]),
             volume_mounts: Some(vec![mount("shared", "/shared", false)]),
             security_context: Some(security.clone()),
             ..Container::default()
         };
         let compile = Container {
-            name: "compile".into(),
+            name: COMPILE_CONTAINER.into(),
             image: Some(self.pipeline_image.clone()),
-            image_pull_policy: Some("IfNotPresent".into()),
+            image_pull_policy: Some(self.image_pull_policy.clone()),
             command: Some(vec!["python3".into(), "/kfp-operator/run.py".into()]),
             volume_mounts: Some(vec![
                 mount("shared", "/shared", true),
@@ -200,6 +217,173 @@ fn label_value(text: &str) -> String {
         .take(63)
         .collect();
     kept.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+/// Annotation on a compile Job the operator stopped: why, as `reason: message`.
+pub const STOPPED_ANNOTATION: &str = "pipelines.kubeflow.org/compile-stopped";
+/// The container that runs the compiler; its log and termination message hold the output.
+pub const COMPILE_CONTAINER: &str = "compile";
+/// The init container that brings the compiler.
+pub const FRAMEWORK_CONTAINER: &str = "framework";
+
+/// Waiting reasons of a container that will not start without a change (an image that cannot be
+/// pulled, a spec the runtime refuses): the compile is stopped at once rather than at its deadline.
+const CANNOT_START: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+    "RegistryUnavailable",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Where one compile stands, read from its Job and the Job's pod. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Still going; with what it waits for, if it waits for more than its own work.
+    Running(Option<String>),
+    /// The compiler finished: the pod to read the output from, and its termination message.
+    Succeeded { pod: String, termination_message: String },
+    /// It failed, with a stable reason and a message that says why. `stop`: the Job is still
+    /// active and will not succeed, so it should be stopped now.
+    Failed { reason: &'static str, message: String, stop: bool },
+    /// The Job finished but its pod is gone, so its output cannot be read: compile again.
+    Lost,
+}
+
+fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Whether the Job has not finished yet.
+pub fn is_active(job: &Job) -> bool {
+    job_condition(job, "Complete").is_none() && job_condition(job, "Failed").is_none()
+}
+
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    let init = status.and_then(|s| s.init_container_statuses.as_deref()).unwrap_or_default();
+    let main = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    init.iter().chain(main)
+}
+
+fn terminated<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStateTerminated> {
+    statuses(pod).find(|s| s.name == container)?.state.as_ref()?.terminated.as_ref()
+}
+
+/// Why the pod's containers failed, if they did: the framework image's copy, or the compiler.
+fn pod_failure(pod: &Pod) -> Option<(&'static str, String)> {
+    if let Some(copy) = terminated(pod, FRAMEWORK_CONTAINER).filter(|t| t.exit_code != 0) {
+        let said = copy.message.as_deref().or(copy.reason.as_deref()).unwrap_or_default();
+        return Some((
+            "CompilerImageFailed",
+            format!(
+                "the framework image could not install its compiler: exit status {}: {said}",
+                copy.exit_code
+            ),
+        ));
+    }
+    let compile = terminated(pod, COMPILE_CONTAINER).filter(|t| t.exit_code != 0)?;
+    let said = compile.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+    Some((
+        "CompileFailed",
+        match said {
+            Some(message) => message.to_owned(),
+            None => format!(
+                "the compiler exited with status {} ({})",
+                compile.exit_code,
+                compile.reason.as_deref().unwrap_or("no message")
+            ),
+        },
+    ))
+}
+
+/// A container of the pod that waits for something that will not come: its image, named.
+fn cannot_start(pod: &Pod) -> Option<String> {
+    let images: BTreeMap<&str, &str> = pod
+        .spec
+        .iter()
+        .flat_map(|spec| spec.init_containers.iter().flatten().chain(&spec.containers))
+        .map(|c| (c.name.as_str(), c.image.as_deref().unwrap_or_default()))
+        .collect();
+    statuses(pod).find_map(|status| {
+        let waiting = status.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref().filter(|r| CANNOT_START.contains(r))?;
+        let image = images.get(status.name.as_str()).copied().unwrap_or(status.image.as_str());
+        let detail = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        Some(format!("container {} cannot start, image {image}: {reason}{detail}", status.name))
+    })
+}
+
+/// Where the compile of `job` stands, given its pod (`None`: none found).
+pub fn progress(job: &Job, pod: Option<&Pod>) -> Progress {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    if let Some(stopped) = job.metadata.annotations.as_ref().and_then(|a| a.get(STOPPED_ANNOTATION)) {
+        let (reason, message) = stopped.split_once(": ").unwrap_or(("CompileFailed", stopped.as_str()));
+        let reason = ["CompileImageUnavailable", "CompileOutputInvalid", "CompilerImageFailed"]
+            .into_iter()
+            .find(|known| *known == reason)
+            .unwrap_or("CompileFailed");
+        return Progress::Failed { reason, message: message.to_owned(), stop: false };
+    }
+    if job_condition(job, "Complete").is_some() {
+        return match pod {
+            Some(pod) => Progress::Succeeded {
+                pod: pod.metadata.name.clone().unwrap_or_default(),
+                termination_message: terminated(pod, COMPILE_CONTAINER)
+                    .and_then(|t| t.message.clone())
+                    .unwrap_or_default(),
+            },
+            None => Progress::Lost,
+        };
+    }
+    if let Some(failed) = job_condition(job, "Failed") {
+        if failed.reason.as_deref() == Some("DeadlineExceeded") {
+            let seconds = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or_default();
+            return Progress::Failed {
+                reason: "CompileDeadlineExceeded",
+                message: format!("the compile did not finish within its deadline of {seconds}s (Job {name})"),
+                stop: false,
+            };
+        }
+        let (reason, message) = pod.and_then(pod_failure).unwrap_or_else(|| {
+            (
+                "CompileFailed",
+                format!("the compile Job {name} failed: {}", failed.message.clone().unwrap_or_default()),
+            )
+        });
+        return Progress::Failed { reason, message, stop: false };
+    }
+    let Some(pod) = pod else {
+        return Progress::Running(None);
+    };
+    if let Some((reason, message)) = pod_failure(pod) {
+        return Progress::Failed { reason, message, stop: false };
+    }
+    if let Some(message) = cannot_start(pod) {
+        return Progress::Failed { reason: "CompileImageUnavailable", message, stop: true };
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    if phase == "Succeeded" {
+        return Progress::Succeeded {
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            termination_message: terminated(pod, COMPILE_CONTAINER)
+                .and_then(|t| t.message.clone())
+                .unwrap_or_default(),
+        };
+    }
+    let unscheduled = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"))
+        .map(|c| c.message.clone().unwrap_or_default());
+    Progress::Running(unscheduled.map(|message| {
+        format!("pod {} waits for a node: {message}", pod.metadata.name.clone().unwrap_or_default())
+    }))
 }
 
 /// Why the compiled pipeline could not be read from a finished compile pod.
@@ -282,11 +466,13 @@ mod tests {
             pipeline: "penguin".into(),
             pipeline_uid: "uid-1".into(),
             version: "v1-abcdef".into(),
+            attempt: String::new(),
             pipeline_image: "penguin:1".into(),
             framework_image: "kfp-operator-kfp-sdk-compiler:1".into(),
             definition: json!({"name": "ml/penguin", "framework": {"name": "kfp-sdk"}}),
             deadline: Duration::from_secs(1800),
             ttl: Duration::from_secs(3600),
+            image_pull_policy: "IfNotPresent".into(),
         }
     }
 
@@ -303,11 +489,12 @@ mod tests {
 
     #[test]
     fn the_job_name_is_deterministic_short_and_distinct_per_version() {
-        assert_eq!(job_name("penguin", "v1-abc"), job_name("penguin", "v1-abc"));
-        assert_ne!(job_name("penguin", "v1-abc"), job_name("penguin", "v2-abc"));
+        assert_eq!(job_name("penguin", "v1-abc", ""), job_name("penguin", "v1-abc", ""));
+        assert_ne!(job_name("penguin", "v1-abc", ""), job_name("penguin", "v2-abc", ""));
+        assert_ne!(job_name("penguin", "v1-abc", ""), job_name("penguin", "v1-abc", "1"), "a retry");
         let long = "p".repeat(253);
-        assert!(job_name(&long, "v1").len() <= 63);
-        assert!(job_name("penguin", "v1").starts_with("penguin-compile-"));
+        assert!(job_name(&long, "v1", "").len() <= 63);
+        assert!(job_name("penguin", "v1", "").starts_with("penguin-compile-"));
     }
 
     #[test]
@@ -362,5 +549,100 @@ mod tests {
         assert_eq!(read["platformSpec"]["platforms"], json!({"kubernetes": {}}));
         let (log, message) = framed(b"pipelineInfo:\n  name: penguin\n");
         assert_eq!(read_output(&log, &message, 1 << 20).unwrap()["pipelineInfo"]["name"], "penguin");
+    }
+
+    fn pod(status: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "penguin-compile-1-x"},
+            "spec": {
+                "initContainers": [{"name": "framework", "image": "compiler:1"}],
+                "containers": [{"name": "compile", "image": "penguin:1"}],
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn container(name: &str, state: Value) -> Value {
+        json!({"name": name, "image": "", "imageID": "", "ready": false, "restartCount": 0, "state": state})
+    }
+
+    fn job(conditions: Value, annotations: Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "penguin-compile-1", "annotations": annotations},
+            "spec": {"activeDeadlineSeconds": 5, "template": {}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_missing_image_fails_the_compile_at_once_with_the_kubelets_reason() {
+        let waiting = pod(json!({
+            "phase": "Pending",
+            "initContainerStatuses": [container("framework", json!({"waiting": {
+                "reason": "ErrImageNeverPull",
+                "message": "Container image \"compiler:1\" is not present with pull policy of Never",
+            }}))],
+        }));
+        let Progress::Failed { reason, message, stop } = progress(&job(json!([]), json!({})), Some(&waiting))
+        else {
+            panic!("expected a failure")
+        };
+        assert_eq!((reason, stop), ("CompileImageUnavailable", true));
+        assert!(message.contains("image compiler:1: ErrImageNeverPull: Container image"), "{message}");
+        let stopped = job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]),
+            json!({STOPPED_ANNOTATION: format!("CompileImageUnavailable: {message}")}),
+        );
+        assert_eq!(
+            progress(&stopped, None),
+            Progress::Failed { reason: "CompileImageUnavailable", message, stop: false },
+            "the stopped Job keeps the reason, not the deadline it was stopped with"
+        );
+    }
+
+    #[test]
+    fn a_compiler_error_names_the_compilers_last_lines_and_a_deadline_names_itself() {
+        let failed = pod(json!({
+            "phase": "Failed",
+            "containerStatuses": [container("compile", json!({"terminated": {
+                "exitCode": 1, "message": "the compiler exited with status 1: ValueError: no such component",
+            }}))],
+        }));
+        let job_failed =
+            job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]), json!({}));
+        assert_eq!(
+            progress(&job_failed, Some(&failed)),
+            Progress::Failed {
+                reason: "CompileFailed",
+                message: "the compiler exited with status 1: ValueError: no such component".into(),
+                stop: false,
+            }
+        );
+        assert!(matches!(
+            progress(&job(json!([]), json!({})), Some(&failed)),
+            Progress::Failed { stop: false, .. }
+        ));
+        let deadline =
+            job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]), json!({}));
+        let Progress::Failed { reason, message, .. } = progress(&deadline, Some(&failed)) else { panic!() };
+        assert_eq!(reason, "CompileDeadlineExceeded");
+        assert!(message.contains("deadline of 5s"), "{message}");
+    }
+
+    #[test]
+    fn a_pod_without_a_node_says_so() {
+        let pending = pod(json!({
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes are available"}],
+        }));
+        assert_eq!(
+            progress(&job(json!([]), json!({})), Some(&pending)),
+            Progress::Running(Some(
+                "pod penguin-compile-1-x waits for a node: 0/1 nodes are available".into()
+            ))
+        );
+        assert_eq!(progress(&job(json!([]), json!({})), None), Progress::Running(None));
     }
 }

@@ -160,7 +160,18 @@ pub struct StubProvider {
     name: NamespacedName,
     settings: StubSettings,
     resources: DashMap<(ResourceKind, String), Value>,
+    /// Every create and update it was sent, in order.
+    received: std::sync::Mutex<Vec<Received>>,
     created_runs: Option<mpsc::UnboundedSender<StubRun>>,
+}
+
+/// A create or update the stub was sent, as it was sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub kind: ResourceKind,
+    /// `create` or `update`.
+    pub operation: &'static str,
+    pub definition: Value,
 }
 
 impl StubProvider {
@@ -169,7 +180,13 @@ impl StubProvider {
         settings: StubSettings,
         created_runs: Option<mpsc::UnboundedSender<StubRun>>,
     ) -> Arc<Self> {
-        Arc::new(Self { name, settings, resources: DashMap::new(), created_runs })
+        Arc::new(Self {
+            name,
+            settings,
+            resources: DashMap::new(),
+            received: Default::default(),
+            created_runs,
+        })
     }
 
     /// The run the stub executes for a run definition.
@@ -187,6 +204,17 @@ impl StubProvider {
     /// What the stub holds now, by kind and id (for tests and diagnostics).
     pub fn resource(&self, kind: ResourceKind, id: &str) -> Option<Value> {
         self.resources.get(&(kind, id.to_owned())).map(|entry| entry.value().clone())
+    }
+
+    /// Every create and update of `kind` the stub was sent, in order (for tests and diagnostics).
+    pub fn received(&self, kind: ResourceKind) -> Vec<Received> {
+        let received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        received.iter().filter(|r| r.kind == kind).cloned().collect()
+    }
+
+    fn record(&self, kind: ResourceKind, operation: &'static str, definition: &Value) {
+        let mut received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        received.push(Received { kind, operation, definition: definition.clone() });
     }
 
     pub fn len(&self) -> usize {
@@ -226,6 +254,7 @@ impl ProviderApi for StubProvider {
         definition: &'a Value,
     ) -> BoxFuture<'a, Result<String, ProviderError>> {
         async move {
+            self.record(kind, "create", definition);
             let id = definition_name(kind, definition);
             check("create", kind, &id)?;
             if id.is_empty() {
@@ -251,6 +280,7 @@ impl ProviderApi for StubProvider {
         definition: &'a Value,
     ) -> BoxFuture<'a, Result<String, ProviderError>> {
         async move {
+            self.record(kind, "update", definition);
             let subject = match kind {
                 ResourceKind::Pipeline => id.to_owned(),
                 _ => definition_name(kind, definition),
@@ -292,6 +322,9 @@ mod tests {
         assert_eq!(id, "ml/exp");
         assert_eq!(stub.resource(ResourceKind::Experiment, &id), Some(definition.clone()));
         assert_eq!(stub.update(ResourceKind::Experiment, &id, &definition).await.unwrap(), id);
+        let received: Vec<&str> =
+            stub.received(ResourceKind::Experiment).iter().map(|r| r.operation).collect();
+        assert_eq!(received, ["create", "update"], "it records what it was sent");
         stub.delete(ResourceKind::Experiment, &id).await.unwrap();
         assert!(stub.is_empty());
     }

@@ -97,6 +97,10 @@ pub fn policy_rules() -> Vec<PolicyRule> {
         rule(crate::api::GROUP, &finalizers.iter().map(String::as_str).collect::<Vec<_>>(), &["update"]),
         rule("apps", &["deployments"], &all),
         rule("", &["services"], &all),
+        rule("batch", &["jobs"], &["get", "list", "watch", "create", "patch", "delete"]),
+        rule("", &["configmaps"], &["create"]),
+        rule("", &["pods"], &["get", "list", "watch"]),
+        rule("", &["pods/log"], &["get"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
         rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"]),
     ]
