@@ -369,6 +369,7 @@ impl StatusWrites {
 
 pub mod fixtures;
 pub mod operator;
+pub mod provider_service;
 
 /// A plain HTTP/1.1 GET on 127.0.0.1: the status and the body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
