@@ -85,6 +85,8 @@ enum BenchCommand {
     Events(crate::tools::bench::BenchArgs),
     /// One completion fanning out to N dependants vs a plain client creating N Runs; the index at scale.
     Triggers(crate::tools::bench::TriggerBenchArgs),
+    /// A Pipeline compiled by its Job until Synchronized vs the same compile pod created directly (needs a node).
+    Compile(crate::tools::bench_compile::CompileBenchArgs),
 }
 
 /// A client for the cluster of the current kubeconfig (or the in-cluster configuration).
@@ -123,6 +125,9 @@ impl Args {
             }
             Command::Bench { command: BenchCommand::Events(args) } => {
                 crate::tools::bench::run(args, &mut std::io::stdout()).await
+            }
+            Command::Bench { command: BenchCommand::Compile(args) } => {
+                crate::tools::bench_compile::run(args, &mut std::io::stdout()).await
             }
             Command::Bench { command: BenchCommand::Triggers(args) } => {
                 crate::tools::bench::run_triggers(args, &mut std::io::stdout()).await

@@ -154,8 +154,10 @@ async fn a_kfp_pipeline_compiles_once_per_version_and_its_provider_receives_the_
     create(&client, &ns, &provider(&ns, ProviderType::Stub, "")).await;
     create(&client, &ns, &pipeline(&ns, "penguin", &test_image(), EXAMPLE)).await;
 
-    let synced = pipeline_in(&client, &ns, "penguin", SyncState::Succeeded, None, Duration::from_secs(180)).await;
-    let stub = operator.context().providers.stub(&NamespacedName::new(&ns, "kfp")).expect("the stub was used");
+    let synced =
+        pipeline_in(&client, &ns, "penguin", SyncState::Succeeded, None, Duration::from_secs(180)).await;
+    let stub =
+        operator.context().providers.stub(&NamespacedName::new(&ns, "kfp")).expect("the stub was used");
     let received = stub.received(ResourceKind::Pipeline);
     assert_eq!(received.len(), 1, "one upload: {received:?}");
     let body = &received[0].definition;
@@ -173,7 +175,8 @@ async fn a_kfp_pipeline_compiles_once_per_version_and_its_provider_receives_the_
     let change = json!({"spec": {"env": [{"name": "TRAINING_ROWS", "value": "120"}]}});
     let changed = pipelines.patch("penguin", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
     let version = kfp_operator::api::hash::pipeline_version(&changed.spec);
-    pipeline_in(&client, &ns, "penguin", SyncState::Succeeded, Some(&version), Duration::from_secs(180)).await;
+    pipeline_in(&client, &ns, "penguin", SyncState::Succeeded, Some(&version), Duration::from_secs(180))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let operations: Vec<&str> = stub.received(ResourceKind::Pipeline).iter().map(|r| r.operation).collect();
     assert_eq!(operations, ["create", "update"], "each version is uploaded once");
@@ -192,8 +195,13 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
 
     let raised = pipeline_in(&client, &ns, "raises", SyncState::Failed, None, Duration::from_secs(60)).await;
     assert!(message(&raised).contains("the compiler exited with status"), "{}", message(&raised));
-    assert!(message(&raised).contains("no training data is configured"), "the exception: {}", message(&raised));
-    let missing = pipeline_in(&client, &ns, "no-image", SyncState::Failed, None, Duration::from_secs(60)).await;
+    assert!(
+        message(&raised).contains("no training data is configured"),
+        "the exception: {}",
+        message(&raised)
+    );
+    let missing =
+        pipeline_in(&client, &ns, "no-image", SyncState::Failed, None, Duration::from_secs(60)).await;
     assert!(message(&missing).contains("ErrImageNeverPull"), "{}", message(&missing));
     assert!(message(&missing).contains("localhost/kfp-does-not-exist:1"), "{}", message(&missing));
     for name in ["raises", "no-image"] {
@@ -270,7 +278,11 @@ async fn an_operator_killed_during_a_compile_leaves_one_job_and_one_upload() {
     let second = OperatorProcess::start(&config);
     pipeline_in(&client, &ns, "penguin", SyncState::Succeeded, None, Duration::from_secs(180)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(compile_jobs(&client, &ns, "penguin").await.len(), 1, "the restarted operator adopted the Job");
+    assert_eq!(
+        compile_jobs(&client, &ns, "penguin").await.len(),
+        1,
+        "the restarted operator adopted the Job"
+    );
     let uploads = service.uploads("pipeline");
     assert_eq!(uploads.len(), 1, "one upload: {uploads:?}");
     assert!(uploads[0]["compiledPipeline"].is_object(), "{}", uploads[0]);

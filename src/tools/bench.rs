@@ -363,7 +363,7 @@ where
     Ok(started.elapsed())
 }
 
-async fn fresh_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn fresh_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
     let namespace = k8s_openapi::api::core::v1::Namespace {
         metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },

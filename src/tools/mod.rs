@@ -2,6 +2,7 @@
 //! graph, and following events and Runs from a terminal.
 
 pub mod bench;
+pub mod bench_compile;
 pub mod deploy;
 pub mod graph;
 pub mod tail;

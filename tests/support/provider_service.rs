@@ -42,7 +42,13 @@ impl RecordingProvider {
     }
 
     pub fn requests(&self, method: &str, kind: &str) -> Vec<Request> {
-        self.requests.lock().unwrap().iter().filter(|r| r.method == method && r.kind == kind).cloned().collect()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == method && r.kind == kind)
+            .cloned()
+            .collect()
     }
 
     /// The bodies of every create and update of `kind`, in order.
@@ -87,7 +93,10 @@ async fn update(
     (StatusCode::OK, axum::Json(json!({ "id": id }))).into_response()
 }
 
-async fn delete(State(state): State<RecordingProvider>, Path((kind, _id)): Path<(String, String)>) -> Response {
+async fn delete(
+    State(state): State<RecordingProvider>,
+    Path((kind, _id)): Path<(String, String)>,
+) -> Response {
     state.record("DELETE", kind, None);
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
