@@ -54,14 +54,18 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
             service_image: "none".into(),
             service_account: "default".into(),
             pipeline_root_storage: "memory://root".into(),
-            frameworks: vec![Framework { name: "kfp-sdk".into(), image: framework_image.clone(), patches: vec![] }],
+            frameworks: vec![Framework {
+                name: "kfp-sdk".into(),
+                image: framework_image.clone(),
+                patches: vec![],
+            }],
             ..ProviderSpec::default()
         },
     );
     provider.metadata.namespace = Some(namespace.to_owned());
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), namespace);
     let created = pipelines.create(&PostParams::default(), &pipeline).await.unwrap();
-    let definition = definitions::pipeline(&pipeline, &provider).unwrap();
+    let definition = definitions::pipeline(&pipeline, &provider).unwrap()["pipelineDefinition"].clone();
     let request = CompileRequest {
         namespace: namespace.to_owned(),
         pipeline: name.to_owned(),
@@ -81,17 +85,24 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let job = job_name(name, &request.version);
     let selector = ListParams::default().labels(&format!("job-name={job}"));
-    let pod = support::eventually(&format!("the pod of the compile Job {namespace}/{job} to end"), Duration::from_secs(120), || {
-        let pods = pods.clone();
-        let selector = selector.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let list = pods.list(&selector).await.ok()?;
-            list.items.into_iter().find(|pod| {
-                matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-            })
-        }
-    })
+    let pod = support::eventually(
+        &format!("the pod of the compile Job {namespace}/{job} to end"),
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let list = pods.list(&selector).await.ok()?;
+                list.items.into_iter().find(|pod| {
+                    matches!(
+                        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                })
+            }
+        },
+    )
     .await;
     let elapsed = started.elapsed();
     let pod_name = pod.metadata.name.clone().unwrap();
@@ -102,7 +113,8 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
         .into_iter()
         .find(|container| container.name == "compile")
         .unwrap_or_else(|| panic!("the pod {pod_name} has no status of its compile container"));
-    let terminated = compile.state.and_then(|state| state.terminated).expect("the compile container terminated");
+    let terminated =
+        compile.state.and_then(|state| state.terminated).expect("the compile container terminated");
     let log = pods
         .logs(&pod_name, &LogParams { container: Some("compile".into()), ..LogParams::default() })
         .await
@@ -161,7 +173,8 @@ fn check_with_kfp_sdk(compiled: &Value) -> Value {
 async fn the_example_pipeline_compiles_in_a_job_on_the_node() {
     let client = support::client().await;
     let namespace = support::namespace(&client, "compile-job").await;
-    let (finished, definition) = compile(&client, &namespace, "penguin-kfp-v2", "penguin_training.pipeline").await;
+    let (finished, definition) =
+        compile(&client, &namespace, "penguin-kfp-v2", "penguin_training.pipeline").await;
     assert!(finished.succeeded, "the compile Job failed: {}\n{}", finished.termination_message, finished.log);
     assert!(finished.log.contains("compiling "), "the compiler's output is on the log: {}", finished.log);
     let compiled = read_output(&finished.log, &finished.termination_message, 4 << 20)
@@ -178,7 +191,11 @@ async fn the_example_pipeline_compiles_in_a_job_on_the_node() {
     for task in tasks.values() {
         assert_eq!(task["caching"], false, "execution caching is off by default: {summary:#}");
     }
-    assert_eq!(summary["images"], json!([definition["image"]]), "the components run in the Pipeline's image: {summary:#}");
+    assert_eq!(
+        summary["images"],
+        json!([definition["image"]]),
+        "the components run in the Pipeline's image: {summary:#}"
+    );
 }
 
 #[tokio::test]
@@ -189,9 +206,14 @@ async fn a_pipeline_that_raises_fails_its_job_with_the_exception_in_the_terminat
     assert!(!finished.succeeded, "the broken pipeline compiled: {}", finished.log);
     let message = &finished.termination_message;
     assert!(message.starts_with("the compiler exited with status 1: "), "{message}");
-    assert!(message.contains("Traceback") || message.contains("File \""), "the traceback's last lines: {message}");
     assert!(
-        message.trim_end().ends_with("RuntimeError: the broken pipeline cannot be compiled: no training data is configured"),
+        message.contains("Traceback") || message.contains("File \""),
+        "the traceback's last lines: {message}"
+    );
+    assert!(
+        message.trim_end().ends_with(
+            "RuntimeError: the broken pipeline cannot be compiled: no training data is configured"
+        ),
         "{message}"
     );
     assert!(

@@ -18,8 +18,11 @@ fn shared_dir(framework: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let images = support::repo_root().join("deploy/images");
     copy_tree(&images.join(framework), dir.path());
-    std::fs::copy(images.join("framework/kfp_operator_definition.py"), dir.path().join("kfp_operator_definition.py"))
-        .unwrap();
+    std::fs::copy(
+        images.join("framework/kfp_operator_definition.py"),
+        dir.path().join("kfp_operator_definition.py"),
+    )
+    .unwrap();
     dir
 }
 
@@ -41,7 +44,14 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Runs `compile.sh --output_file OUT --pipeline_config DEFINITION` with `python_bin` first on
 /// PATH and `code` on PYTHONPATH, in `work`.
-fn run_compiler(shared: &Path, work: &Path, definition: &Value, output: &str, python_bin: Option<&Path>, code: &Path) -> Output {
+fn run_compiler(
+    shared: &Path,
+    work: &Path,
+    definition: &Value,
+    output: &str,
+    python_bin: Option<&Path>,
+    code: &Path,
+) -> Output {
     let config = work.join("definition.json");
     std::fs::write(&config, serde_json::to_string_pretty(definition).unwrap()).unwrap();
     let mut path = std::env::var("PATH").unwrap_or_default();
@@ -104,12 +114,16 @@ fn kfp_sdk_compiles_the_example_pipeline_into_a_pipeline_spec() {
     );
     println!("compile.sh with the host's KFP SDK: {:.2}s", started.elapsed().as_secs_f64());
     assert!(output.status.success(), "{}", text(&output));
-    let compiled: Value = serde_json::from_slice(&std::fs::read(work.path().join("compiled.json")).unwrap()).unwrap();
+    let compiled: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("compiled.json")).unwrap()).unwrap();
     assert_eq!(compiled["pipelineInfo"]["name"], "ml-training-penguin-kfp-v2");
     let executors = compiled["deploymentSpec"]["executors"].as_object().unwrap();
     assert_eq!(executors.len(), 2);
     for executor in executors.values() {
-        assert_eq!(executor["container"]["image"], "localhost/kfp-pipeline-test:v1", "KFP_PIPELINE_IMAGE: {executor}");
+        assert_eq!(
+            executor["container"]["image"], "localhost/kfp-pipeline-test:v1",
+            "KFP_PIPELINE_IMAGE: {executor}"
+        );
     }
     for task in compiled["root"]["dag"]["tasks"].as_object().unwrap().values() {
         assert_eq!(task["cachingOptions"].get("enableCache"), None, "caching is off by default: {task}");
@@ -128,8 +142,14 @@ fn kfp_sdk_writes_yaml_for_a_yaml_output_file_and_keeps_caching_when_the_env_ask
     let work = tempfile::tempdir().unwrap();
     let mut definition = kfp_definition("penguin_training.pipeline");
     definition["env"] = json!([{"name": "KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT", "value": "false"}]);
-    let output =
-        run_compiler(shared.path(), work.path(), &definition, "compiled.yaml", Some(&host_sdk_bin()), &example_code());
+    let output = run_compiler(
+        shared.path(),
+        work.path(),
+        &definition,
+        "compiled.yaml",
+        Some(&host_sdk_bin()),
+        &example_code(),
+    );
     assert!(output.status.success(), "{}", text(&output));
     let compiled = std::fs::read_to_string(work.path().join("compiled.yaml")).unwrap();
     assert!(compiled.contains("pipelineInfo:") && compiled.contains("schemaVersion: 2.1.0"), "{compiled}");
@@ -143,16 +163,25 @@ fn kfp_sdk_names_what_is_wrong_with_the_definition() {
     let code = example_code();
     let cases = [
         (json!({"framework": {"parameters": {}}}), "error: the Pipeline definition has no name"),
-        (kfp_definition("no_dot"), "error: the framework parameter pipeline is 'no_dot'; expected module.function"),
+        (
+            kfp_definition("no_dot"),
+            "error: the framework parameter pipeline is 'no_dot'; expected module.function",
+        ),
         (kfp_definition("penguin_training.missing"), "error: the module penguin_training has no missing"),
         (kfp_definition("no_such_module.pipeline"), "ModuleNotFoundError: No module named 'no_such_module'"),
     ];
     for (definition, expected) in cases {
-        let output = run_compiler(shared.path(), work.path(), &definition, "out.json", Some(&host_sdk_bin()), &code);
+        let output =
+            run_compiler(shared.path(), work.path(), &definition, "out.json", Some(&host_sdk_bin()), &code);
         assert!(!output.status.success(), "{definition}: {}", text(&output));
         assert!(last_line(&output).starts_with(expected), "{definition}: {}", text(&output));
     }
-    let output = Command::new("sh").arg(shared.path().join("compile.sh")).arg("--output_file").arg("x").output().unwrap();
+    let output = Command::new("sh")
+        .arg(shared.path().join("compile.sh"))
+        .arg("--output_file")
+        .arg("x")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("--pipeline_config"), "{}", text(&output));
 }
@@ -205,7 +234,10 @@ fn tfx_names_what_is_wrong_with_its_parameters() {
     components_module(code.path());
     let cases = [
         (json!({}), "error: the framework parameter components is None; expected module.function"),
-        (json!({"components": "create_components"}), "error: the framework parameter components is 'create_components'"),
+        (
+            json!({"components": "create_components"}),
+            "error: the framework parameter components is 'create_components'",
+        ),
         (
             json!({"components": "penguin_components.create_components", "beamArgs": "--runner=DirectRunner"}),
             "error: the framework parameter beamArgs is not a list of {name, value}",
@@ -216,7 +248,14 @@ fn tfx_names_what_is_wrong_with_its_parameters() {
         ),
     ];
     for (parameters, expected) in cases {
-        let output = run_compiler(shared.path(), work.path(), &tfx_definition(parameters.clone()), "out.json", None, code.path());
+        let output = run_compiler(
+            shared.path(),
+            work.path(),
+            &tfx_definition(parameters.clone()),
+            "out.json",
+            None,
+            code.path(),
+        );
         assert_eq!(output.status.code(), Some(2), "{parameters}: {}", text(&output));
         assert!(last_line(&output).starts_with(expected), "{parameters}: {}", text(&output));
     }
@@ -227,7 +266,8 @@ fn tfx_turns_beam_args_into_command_line_arguments() {
     let shared = shared_dir("tfx");
     let script = "from kfp_operator_tfx_compiler import beam_arguments\n\
                   print(beam_arguments([{'name': 'runner', 'value': 'DirectRunner'}, {'name': 'direct_num_workers', 'value': 2}, {'name': 'flag'}]))";
-    let output = Command::new("python3").arg("-c").arg(script).env("PYTHONPATH", shared.path()).output().unwrap();
+    let output =
+        Command::new("python3").arg("-c").arg(script).env("PYTHONPATH", shared.path()).output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),

@@ -33,17 +33,22 @@ fn dev_env_command(subcommand: &str) -> Command {
     command
         .arg(repo_root().join("deploy/local/dev-env"))
         .arg(subcommand)
-        .env("KFP_DEV_ENV_DIR", test_env_dir())
-        .env("KFP_ETCD_PORT", "33790")
-        .env("KFP_APISERVER_PORT", "26443")
-        .env("KFP_NATS_PORT", "24222")
-        .envs(TEST_NODE_ENV);
+        .env("KFP_DEV_ENV_DIR", test_env_dir());
+    for (setting, default) in TEST_ENV {
+        let value = std::env::var(format!("KFP_TEST_{}", &setting["KFP_".len()..]));
+        command.env(setting, value.as_deref().unwrap_or(default));
+    }
     command
 }
 
-/// The test node's ports, bridge and pod network (as `dev-env test` has them), apart from the
-/// defaults of a developer's own node.
-const TEST_NODE_ENV: [(&str, &str); 6] = [
+/// The test environment's ports, and its node's bridge and pod network (as `dev-env test` has
+/// them), apart from the defaults of a developer's own environment. Each can be moved with
+/// `KFP_TEST_…` (e.g. `KFP_TEST_APISERVER_PORT`), together with `KFP_TEST_ENV_DIR`, to run tests
+/// on an environment of one's own.
+const TEST_ENV: [(&str, &str); 9] = [
+    ("KFP_ETCD_PORT", "33790"),
+    ("KFP_APISERVER_PORT", "26443"),
+    ("KFP_NATS_PORT", "24222"),
     ("KFP_KUBELET_PORT", "20250"),
     ("KFP_KUBELET_HEALTHZ_PORT", "20248"),
     ("KFP_CONTROLLER_MANAGER_PORT", "20257"),
@@ -184,7 +189,9 @@ impl LocalNode {
         self.images
             .iter()
             .find(|image| image.rsplit_once(':').is_some_and(|(name, _)| name == repository))
-            .unwrap_or_else(|| panic!("`dev-env images` named no image {repository}; it named {:?}", self.images))
+            .unwrap_or_else(|| {
+                panic!("`dev-env images` named no image {repository}; it named {:?}", self.images)
+            })
     }
 }
 
@@ -202,7 +209,8 @@ pub fn local_node() -> &'static LocalNode {
                 .output()
                 .unwrap_or_else(|e| panic!("cannot run deploy/local/dev-env {subcommand}: {e}"));
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: Vec<&str> =
+                stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
             assert!(
                 output.status.success(),
                 "the test node is missing: deploy/local/dev-env {subcommand} exited with {} (it needs root, \
@@ -214,8 +222,15 @@ pub fn local_node() -> &'static LocalNode {
             String::from_utf8_lossy(&output.stdout).into_owned()
         };
         run("node-up");
-        let images: Vec<String> = run("images").lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-        let ready = kubectl(&["get", "node", "localhost", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        let images: Vec<String> =
+            run("images").lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let ready = kubectl(&[
+            "get",
+            "node",
+            "localhost",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
         assert!(
             String::from_utf8_lossy(&ready.stdout).trim() == "True",
             "the test node is missing: Node localhost is not Ready ({}{}); see the kubelet log in {}",
@@ -230,15 +245,20 @@ pub fn local_node() -> &'static LocalNode {
             .output()
             .expect("running ctr");
         let present = String::from_utf8_lossy(&present.stdout);
-        let missing: Vec<&String> = images.iter().filter(|image| !present.lines().any(|l| l == image.as_str())).collect();
-        assert!(missing.is_empty(), "the test node's containerd lacks the images {missing:?} after `dev-env images`");
+        let missing: Vec<&String> =
+            images.iter().filter(|image| !present.lines().any(|l| l == image.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the test node's containerd lacks the images {missing:?} after `dev-env images`"
+        );
         LocalNode { images }
     })
 }
 
 /// The python3 of the host-side KFP SDK (a venv `dev-env node-install` makes in the cache).
 pub fn kfp_sdk_python() -> PathBuf {
-    let output = dev_env_command("kfp-sdk-python").output().expect("running deploy/local/dev-env kfp-sdk-python");
+    let output =
+        dev_env_command("kfp-sdk-python").output().expect("running deploy/local/dev-env kfp-sdk-python");
     let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     assert!(
         !path.is_empty(),

@@ -1,6 +1,7 @@
 """The part of a framework compiler that is the same for every framework: the command line
 (`--output_file F --pipeline_config C`), the Pipeline definition it reads
-(`{name, version, image, env, framework: {name, parameters}}`, JSON or YAML), the Pipeline's
+(`{name, version, image, env, framework: {name, parameters}}`, JSON or YAML, also inside
+`{pipelineDefinition: …}` as the provider API carries it), the Pipeline's
 environment, and the `module.function` a framework parameter names.
 
 A definition the compiler cannot use ends the compile with a DefinitionError: its message is
@@ -36,6 +37,8 @@ def read_definition(path):
         except ImportError as error:
             raise DefinitionError(f"{path} is not JSON, and PyYAML is not installed to read it as YAML") from error
         definition = yaml.safe_load(text)
+    if isinstance(definition, dict) and "name" not in definition and isinstance(definition.get("pipelineDefinition"), dict):
+        definition = definition["pipelineDefinition"]
     if not isinstance(definition, dict):
         raise DefinitionError(f"{path} does not hold a Pipeline definition (an object)")
     for field in ("name", "image"):
