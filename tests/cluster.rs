@@ -152,7 +152,7 @@ async fn project_examples_are_accepted_by_server_side_dry_run() {
     let client = support::client().await;
     let training = support::namespace(&client, "quickstart-training").await;
     let evaluation = support::namespace(&client, "quickstart-evaluation").await;
-    let manifests = manifests_in(support::repo_root().join("examples"), &["quickstart"]);
+    let manifests = manifests_in(support::repo_root().join("examples"), &["quickstart", "pipelines/kfp-v2"]);
     assert!(manifests.len() >= 3, "expected at least 3 manifests, found {manifests:?}");
     for manifest in manifests {
         let text = std::fs::read_to_string(&manifest)

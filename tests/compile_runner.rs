@@ -56,3 +56,15 @@ fn a_failing_compiler_leaves_its_last_lines_in_the_termination_message() {
     assert!(message.ends_with("ModuleNotFoundError: No module named penguin"), "{message}");
     assert!(!message.contains("line 20\n"), "only the last lines: {message}");
 }
+
+#[test]
+fn a_long_failure_keeps_its_start_and_the_end_of_the_output_within_the_kubelets_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let compiler = "for i in $(seq 1 30); do printf 'line %s ' \"$i\"; head -c 400 /dev/zero | tr '\\0' 'x'; printf 'ü€\\n'; done\n\
+                    echo 'ValueError: the last line'\nexit 1";
+    let (code, _, message) = run(dir.path(), compiler);
+    assert_eq!(code, 1);
+    assert!(message.len() <= 3800, "{} bytes", message.len());
+    assert!(message.starts_with("the compiler exited with status 1: "), "{message}");
+    assert!(message.ends_with("ValueError: the last line"), "{message}");
+}

@@ -23,9 +23,14 @@ TERMINATION = os.environ.get("KFP_TERMINATION", "/dev/termination-log")
 MESSAGE_LIMIT = 3800
 
 
-def terminate(message):
-    with open(TERMINATION, "w") as out:
-        out.write(message[-MESSAGE_LIMIT:])
+def terminate(message, detail=""):
+    """Writes `message` and as much of the end of `detail` as fits in MESSAGE_LIMIT bytes (the
+    kubelet keeps at most 4096)."""
+    head = message.encode("utf-8")
+    room = max(MESSAGE_LIMIT - len(head), 0)
+    tail = detail.encode("utf-8")[-room:] if room else b""
+    with open(TERMINATION, "wb") as out:
+        out.write(head[:MESSAGE_LIMIT] + tail.decode("utf-8", errors="ignore").encode("utf-8"))
 
 
 def main():
@@ -44,7 +49,7 @@ def main():
         tail.append(line.rstrip("\n"))
     status = process.wait()
     if status != 0:
-        terminate(f"the compiler exited with status {status}: " + "\n".join(tail))
+        terminate(f"the compiler exited with status {status}: ", "\n".join(tail))
         return 1
     try:
         with open(OUTPUT, "rb") as compiled:

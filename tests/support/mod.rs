@@ -33,12 +33,29 @@ fn dev_env_command(subcommand: &str) -> Command {
     command
         .arg(repo_root().join("deploy/local/dev-env"))
         .arg(subcommand)
-        .env("KFP_DEV_ENV_DIR", test_env_dir())
-        .env("KFP_ETCD_PORT", "33790")
-        .env("KFP_APISERVER_PORT", "26443")
-        .env("KFP_NATS_PORT", "24222");
+        .env("KFP_DEV_ENV_DIR", test_env_dir());
+    for (setting, default) in TEST_ENV {
+        let value = std::env::var(format!("KFP_TEST_{}", &setting["KFP_".len()..]));
+        command.env(setting, value.as_deref().unwrap_or(default));
+    }
     command
 }
+
+/// The test environment's ports, and its node's bridge and pod network (as `dev-env test` has
+/// them), apart from the defaults of a developer's own environment. Each can be moved with
+/// `KFP_TEST_…` (e.g. `KFP_TEST_APISERVER_PORT`), together with `KFP_TEST_ENV_DIR`, to run tests
+/// on an environment of one's own.
+const TEST_ENV: [(&str, &str); 9] = [
+    ("KFP_ETCD_PORT", "33790"),
+    ("KFP_APISERVER_PORT", "26443"),
+    ("KFP_NATS_PORT", "24222"),
+    ("KFP_KUBELET_PORT", "20250"),
+    ("KFP_KUBELET_HEALTHZ_PORT", "20248"),
+    ("KFP_CONTROLLER_MANAGER_PORT", "20257"),
+    ("KFP_SCHEDULER_PORT", "20259"),
+    ("KFP_NODE_BRIDGE", "kfptest0"),
+    ("KFP_NODE_POD_CIDR", "10.235.0.0/24"),
+];
 
 /// An etcd + kube-apiserver of one test's own (a test that kills and restarts the API server
 /// must not take the shared one down), in a temporary directory on free ports; stopped when
@@ -157,6 +174,97 @@ pub fn control_plane() -> &'static ControlPlane {
         .unwrap_or_else(|_| panic!("installing the CRDs on the test apiserver failed (see above)"));
         plane
     })
+}
+
+/// A real node (Node `localhost`: containerd, kubelet, controller-manager, scheduler) on the
+/// shared test control plane, with the project's images imported.
+pub struct LocalNode {
+    /// The project's images, as `dev-env images` names them (`localhost/kfp-…:<content hash>`).
+    pub images: Vec<String>,
+}
+
+impl LocalNode {
+    /// The image of `repository` (e.g. `localhost/kfp-pipeline-test`), with its tag.
+    pub fn image(&self, repository: &str) -> &str {
+        self.images
+            .iter()
+            .find(|image| image.rsplit_once(':').is_some_and(|(name, _)| name == repository))
+            .unwrap_or_else(|| {
+                panic!("`dev-env images` named no image {repository}; it named {:?}", self.images)
+            })
+    }
+}
+
+static LOCAL_NODE: OnceLock<LocalNode> = OnceLock::new();
+
+/// Brings up (or reuses) the node of the test environment (`dev-env node-up`) and imports the
+/// project's images into it (`dev-env images`), once per test binary. Panics, naming what is
+/// missing, if the node does not come up Ready or an image is not there.
+pub fn local_node() -> &'static LocalNode {
+    control_plane();
+    LOCAL_NODE.get_or_init(|| {
+        let run = |subcommand: &str| {
+            let output = dev_env_command(subcommand)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run deploy/local/dev-env {subcommand}: {e}"));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> =
+                stderr.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            assert!(
+                output.status.success(),
+                "the test node is missing: deploy/local/dev-env {subcommand} exited with {} (it needs root, \
+                 the node binaries and images of `dev-env node-install`; logs in {}):\n{}",
+                output.status,
+                test_env_dir().display(),
+                tail.join("\n")
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        run("node-up");
+        let images: Vec<String> =
+            run("images").lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let ready = kubectl(&[
+            "get",
+            "node",
+            "localhost",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&ready.stdout).trim() == "True",
+            "the test node is missing: Node localhost is not Ready ({}{}); see the kubelet log in {}",
+            String::from_utf8_lossy(&ready.stdout),
+            String::from_utf8_lossy(&ready.stderr),
+            test_env_dir().join("kubelet.log").display()
+        );
+        let present = Command::new("ctr")
+            .arg("--address")
+            .arg(test_env_dir().join("node/containerd/containerd.sock"))
+            .args(["-n", "k8s.io", "images", "ls", "-q"])
+            .output()
+            .expect("running ctr");
+        let present = String::from_utf8_lossy(&present.stdout);
+        let missing: Vec<&String> =
+            images.iter().filter(|image| !present.lines().any(|l| l == image.as_str())).collect();
+        assert!(
+            missing.is_empty(),
+            "the test node's containerd lacks the images {missing:?} after `dev-env images`"
+        );
+        LocalNode { images }
+    })
+}
+
+/// The python3 of the host-side KFP SDK (a venv `dev-env node-install` makes in the cache).
+pub fn kfp_sdk_python() -> PathBuf {
+    let output =
+        dev_env_command("kfp-sdk-python").output().expect("running deploy/local/dev-env kfp-sdk-python");
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "no host-side KFP SDK; run `deploy/local/dev-env node-install` (it installs kfp into a venv in the cache)"
+    );
+    PathBuf::from(path)
 }
 
 async fn client_for(kubeconfig: &Path) -> kube::Client {
