@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kfp_operator::api::{
     Framework, NamedValue, NamespacedName, Pipeline, PipelineFramework, PipelineSpec, Provider, ProviderSpec,
 };
-use kfp_operator::provider::compile::{CompileOutputError, CompileRequest, job_name, read_output};
+use kfp_operator::provider::compile::{CompileOutputError, CompileRequest, read_output};
 use kfp_operator::provider::definitions;
 use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
@@ -71,11 +71,13 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
         pipeline: name.to_owned(),
         pipeline_uid: created.metadata.uid.clone().unwrap(),
         version: definition["version"].as_str().unwrap().to_owned(),
+        attempt: String::new(),
         pipeline_image,
         framework_image,
         definition: definition.clone(),
         deadline: Duration::from_secs(300),
         ttl: Duration::from_secs(3600),
+        image_pull_policy: "Never".into(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     config_maps.create(&PostParams::default(), &request.config_map().unwrap()).await.unwrap();
@@ -83,7 +85,7 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
     let started = Instant::now();
     jobs.create(&PostParams::default(), &request.job()).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let job = job_name(name, &request.version);
+    let job = request.name();
     let selector = ListParams::default().labels(&format!("job-name={job}"));
     let pod = support::eventually(
         &format!("the pod of the compile Job {namespace}/{job} to end"),
