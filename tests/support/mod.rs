@@ -28,16 +28,71 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn dev_env_command(subcommand: &str) -> Command {
+/// A setting of the test environment: `KFP_TEST_<name>` when set (a private environment for a
+/// run beside the shared one), else the shared environment's value.
+fn test_env_setting(name: &str, shared: &str) -> String {
+    std::env::var(format!("KFP_TEST_{name}")).unwrap_or_else(|_| shared.to_owned())
+}
+
+/// The test environment's settings for `deploy/local/dev-env`: its state, control plane and,
+/// apart from a developer's node, its node's ports, bridge and pod addresses.
+pub fn test_env_vars() -> Vec<(String, String)> {
+    let mut vars = vec![("KFP_DEV_ENV_DIR".to_owned(), test_env_dir().to_string_lossy().into_owned())];
+    for (name, shared) in [
+        ("ETCD_PORT", "33790"),
+        ("APISERVER_PORT", "26443"),
+        ("NATS_PORT", "24222"),
+        ("KUBELET_PORT", "20250"),
+        ("KUBELET_HEALTHZ_PORT", "20248"),
+        ("CONTROLLER_MANAGER_PORT", "20257"),
+        ("SCHEDULER_PORT", "20259"),
+        ("NODE_BRIDGE", "kfptest0"),
+        ("NODE_POD_CIDR", "10.235.0.0/24"),
+    ] {
+        vars.push((format!("KFP_{name}"), test_env_setting(name, shared)));
+    }
+    vars
+}
+
+pub fn dev_env_command(subcommand: &str) -> Command {
     let mut command = Command::new("bash");
+    command.arg(repo_root().join("deploy/local/dev-env")).arg(subcommand).envs(test_env_vars());
     command
-        .arg(repo_root().join("deploy/local/dev-env"))
-        .arg(subcommand)
-        .env("KFP_DEV_ENV_DIR", test_env_dir())
-        .env("KFP_ETCD_PORT", "33790")
-        .env("KFP_APISERVER_PORT", "26443")
-        .env("KFP_NATS_PORT", "24222");
-    command
+}
+
+/// The test environment's node (`dev-env node-up` on it: containerd, kubelet, controller-manager,
+/// scheduler on ports of its own), once per test binary; fails the test, saying why, when the
+/// Node `localhost` is not Ready.
+pub fn local_node() -> &'static ControlPlane {
+    static NODE: OnceLock<()> = OnceLock::new();
+    let plane = control_plane();
+    NODE.get_or_init(|| {
+        let output = dev_env_command("node-up")
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run deploy/local/dev-env node-up");
+        assert!(
+            output.status.success(),
+            "the test environment's node is not Ready (deploy/local/dev-env node-up exited with {}; it \
+             needs root and `deploy/local/dev-env node-install`):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ready = kubectl(&[
+            "get",
+            "node",
+            "localhost",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&ready.stdout),
+            "True",
+            "the Node localhost is not Ready after node-up: {}",
+            String::from_utf8_lossy(&ready.stderr)
+        );
+    });
+    plane
 }
 
 /// An etcd + kube-apiserver of one test's own (a test that kills and restarts the API server
