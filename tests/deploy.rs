@@ -256,3 +256,58 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
     let written = std::fs::read_to_string(&log).unwrap();
     assert!(!written.to_lowercase().contains("forbidden"), "the operator was refused something:\n{written}");
 }
+
+/// The local node's overlay changes only what the node needs: the host network with the API
+/// server on loopback, loopback ports of its own (the same in the arguments, the container ports
+/// and the probes), the local image never pulled, and the watched namespaces with the local NATS.
+#[test]
+fn the_local_overlay_runs_the_base_on_the_host_network() {
+    let base = kustomize("deploy/base");
+    let overlay = kustomize("deploy/overlays/local");
+    assert_eq!(overlay.len(), base.len());
+    for object in &base {
+        let kind = object["kind"].as_str().unwrap();
+        if kind != "Deployment" && kind != "ConfigMap" {
+            let found = overlay.iter().find(|o| kind_and_name(o) == kind_and_name(object));
+            assert_eq!(
+                found.map(normalised),
+                Some(normalised(object)),
+                "{:?} is the base's",
+                kind_and_name(object)
+            );
+        }
+    }
+    let find = |kind: &str| overlay.iter().find(|o| o["kind"] == kind).unwrap().clone();
+    let defaults = kfp_operator::tools::deploy::LocalOverlay::default();
+    let config: kfp_operator::config::OperatorConfig =
+        serde_saphyr::from_str(find("ConfigMap")["data"]["operator.yaml"].as_str().unwrap()).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.namespaces, defaults.namespaces);
+
+    let pod = &find("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["serviceAccountName"], "kfp-operator");
+    let container = &pod["containers"][0];
+    assert_eq!(container["imagePullPolicy"], "Never");
+    assert!(container["image"].as_str().unwrap().starts_with("localhost/kfp-operator:"), "{container}");
+    let env = |name: &str| {
+        container["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["value"].clone()
+    };
+    assert_eq!(env("KUBERNETES_SERVICE_HOST"), "127.0.0.1");
+    assert_eq!(env("KUBERNETES_SERVICE_PORT"), defaults.apiserver_port.to_string());
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let port_of = |name: &str| {
+        container["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    for (flag, port) in [("--admin-addr", "admin"), ("--events-addr", "events")] {
+        let address = args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(address, format!("127.0.0.1:{}", port_of(port)), "{args:?}");
+    }
+    assert_eq!(port_of("admin"), u64::from(defaults.admin_port));
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+}

@@ -28,34 +28,38 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn dev_env_command(subcommand: &str) -> Command {
-    let mut command = Command::new("bash");
-    command
-        .arg(repo_root().join("deploy/local/dev-env"))
-        .arg(subcommand)
-        .env("KFP_DEV_ENV_DIR", test_env_dir());
-    for (setting, default) in TEST_ENV {
-        let value = std::env::var(format!("KFP_TEST_{}", &setting["KFP_".len()..]));
-        command.env(setting, value.as_deref().unwrap_or(default));
+/// A setting of the test environment: `KFP_TEST_<name>` when set (a private environment for a
+/// run beside the shared one), else the shared environment's value.
+fn test_env_setting(name: &str, shared: &str) -> String {
+    std::env::var(format!("KFP_TEST_{name}")).unwrap_or_else(|_| shared.to_owned())
+}
+
+/// The test environment's settings for `deploy/local/dev-env`: its state, control plane and,
+/// apart from a developer's node, its node's ports, bridge and pod addresses.
+pub fn test_env_vars() -> Vec<(String, String)> {
+    let mut vars = vec![("KFP_DEV_ENV_DIR".to_owned(), test_env_dir().to_string_lossy().into_owned())];
+    for (name, shared) in [
+        ("ETCD_PORT", "33790"),
+        ("APISERVER_PORT", "26443"),
+        ("NATS_PORT", "24222"),
+        ("KUBELET_PORT", "20250"),
+        ("KUBELET_HEALTHZ_PORT", "20248"),
+        ("CONTROLLER_MANAGER_PORT", "20257"),
+        ("SCHEDULER_PORT", "20259"),
+        ("NODE_BRIDGE", "kfptest0"),
+        ("NODE_POD_CIDR", "10.235.0.0/24"),
+    ] {
+        vars.push((format!("KFP_{name}"), test_env_setting(name, shared)));
     }
+    vars
+}
+
+pub fn dev_env_command(subcommand: &str) -> Command {
+    let mut command = Command::new("bash");
+    command.arg(repo_root().join("deploy/local/dev-env")).arg(subcommand).envs(test_env_vars());
     command
 }
 
-/// The test environment's ports, and its node's bridge and pod network (as `dev-env test` has
-/// them), apart from the defaults of a developer's own environment. Each can be moved with
-/// `KFP_TEST_…` (e.g. `KFP_TEST_APISERVER_PORT`), together with `KFP_TEST_ENV_DIR`, to run tests
-/// on an environment of one's own.
-const TEST_ENV: [(&str, &str); 9] = [
-    ("KFP_ETCD_PORT", "33790"),
-    ("KFP_APISERVER_PORT", "26443"),
-    ("KFP_NATS_PORT", "24222"),
-    ("KFP_KUBELET_PORT", "20250"),
-    ("KFP_KUBELET_HEALTHZ_PORT", "20248"),
-    ("KFP_CONTROLLER_MANAGER_PORT", "20257"),
-    ("KFP_SCHEDULER_PORT", "20259"),
-    ("KFP_NODE_BRIDGE", "kfptest0"),
-    ("KFP_NODE_POD_CIDR", "10.235.0.0/24"),
-];
 
 /// An etcd + kube-apiserver of one test's own (a test that kills and restarts the API server
 /// must not take the shared one down), in a temporary directory on free ports; stopped when
