@@ -166,7 +166,10 @@ async fn a_kfp_pipeline_compiles_once_per_version_and_its_provider_receives_the_
     let summary = checked_by_the_kfp_sdk(&body["compiledPipeline"]);
     let summary: Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(summary["name"], json!(format!("{ns}-penguin")), "named as the reference names it: {summary}");
-    assert!(summary["tasks"]["prepare-data"].is_object() && summary["tasks"]["train"].is_object(), "{summary}");
+    assert!(
+        summary["tasks"]["prepare-data"].is_object() && summary["tasks"]["train"].is_object(),
+        "{summary}"
+    );
     assert_eq!(compile_jobs(&client, &ns, "penguin").await.len(), 1);
     let reasons = event_reasons(&client, &ns, "penguin").await;
     for reason in ["Compiling", "Compiled", "Synced"] {

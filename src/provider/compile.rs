@@ -16,8 +16,8 @@ use base64::Engine;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerStateTerminated, ContainerStatus,
-    EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
-    Volume, VolumeMount,
+    EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
@@ -157,6 +157,7 @@ impl CompileRequest {
                 mount("tmp", "/tmp", false),
             ]),
             termination_message_policy: Some("File".into()),
+            env: Some(vec![EnvVar { name: "HOME".into(), value: Some("/tmp".into()), ..EnvVar::default() }]),
             security_context: Some(security),
             ..Container::default()
         };

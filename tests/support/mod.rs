@@ -60,7 +60,6 @@ pub fn dev_env_command(subcommand: &str) -> Command {
     command
 }
 
-
 /// An etcd + kube-apiserver of one test's own (a test that kills and restarts the API server
 /// must not take the shared one down), in a temporary directory on free ports; stopped when
 /// dropped.
