@@ -154,23 +154,6 @@ async fn compile(client: &kube::Client, namespace: &str, name: &str, function: &
     (finished, definition)
 }
 
-/// The summary `tests/fixtures/check_pipeline_spec.py` prints for `compiled`, with the host's KFP SDK.
-fn check_with_kfp_sdk(compiled: &Value) -> Value {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), serde_json::to_vec(compiled).unwrap()).unwrap();
-    let output = std::process::Command::new(support::kfp_sdk_python())
-        .arg(support::repo_root().join("tests/fixtures/check_pipeline_spec.py"))
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the KFP SDK rejects the compiled pipeline: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn the_example_pipeline_compiles_in_a_job_on_the_node() {
     let client = support::client().await;
@@ -181,7 +164,7 @@ async fn the_example_pipeline_compiles_in_a_job_on_the_node() {
     assert!(finished.log.contains("compiling "), "the compiler's output is on the log: {}", finished.log);
     let compiled = read_output(&finished.log, &finished.termination_message, 4 << 20)
         .unwrap_or_else(|e| panic!("{e}; termination message {:?}", finished.termination_message));
-    let summary = check_with_kfp_sdk(&compiled);
+    let summary = support::kfp_sdk_summary(&compiled);
     assert_eq!(summary["name"], format!("{namespace}-penguin-kfp-v2"), "{summary:#}");
     assert_eq!(summary["schemaVersion"], "2.1.0", "{summary:#}");
     assert!(summary["sdkVersion"].as_str().unwrap().starts_with("kfp-2.17."), "{summary:#}");

@@ -9,10 +9,12 @@
 //! refused as its ServiceAccount. Everything it created is deleted at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod support;
+
+use support::watch_lines::{field, run_name};
 
 const NAMESPACE: &str = "kfp-operator-system";
 const DEPLOYMENT: &str = "deployment/kfp-operator-controller-manager";
@@ -22,30 +24,6 @@ const INSTALL: Duration = Duration::from_secs(40 * 60);
 /// From applying the quickstart until every Run has completed and the graph is printed.
 const CHAIN: Duration = Duration::from_secs(180);
 const CLEANUP: Duration = Duration::from_secs(120);
-
-/// Runs the command, killing it after `timeout`; its output.
-fn bounded(mut command: Command, what: &str, timeout: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "{what} did not finish within {timeout:?}:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn dev_env(subcommand: &str, settings: &[(&str, String)]) -> Command {
     let mut command = support::dev_env_command(subcommand);
@@ -94,7 +72,7 @@ impl Cleanup {
             }
         }
         if !self.settings.is_empty() {
-            let output = bounded(
+            let output = support::bounded(
                 dev_env("uninstall-in-cluster", &std::mem::take(&mut self.settings)),
                 "dev-env uninstall-in-cluster",
                 CLEANUP,
@@ -113,20 +91,6 @@ impl Drop for Cleanup {
             eprintln!("cleaning up after the in-cluster test failed:\n{failures}");
         }
     }
-}
-
-/// The value of `key=` in a line (up to the next space).
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!("{key}="))
-        .map(|i| i + key.len() + 1)
-        .unwrap_or_else(|| panic!("no {key}= in {line}"));
-    line[start..].split_whitespace().next().unwrap_or_default()
-}
-
-/// The Run name in a `run created <ns/name>` line.
-fn run_name(line: &str) -> &str {
-    line.split("run created").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default()
 }
 
 /// The chain as `kfp-operator watch` printed it: each stage fired once by the one before, with the
@@ -192,7 +156,8 @@ fn the_operator_installed_in_cluster_runs_the_quickstart_chain_as_its_service_ac
         Cleanup { namespaces: vec![training.clone(), evaluation.clone()], settings: settings.clone() };
 
     let started = Instant::now();
-    let install = bounded(dev_env("install-in-cluster", &settings), "dev-env install-in-cluster", INSTALL);
+    let install =
+        support::bounded(dev_env("install-in-cluster", &settings), "dev-env install-in-cluster", INSTALL);
     let installed = String::from_utf8_lossy(&install.stderr).into_owned();
     assert!(install.status.success(), "dev-env install-in-cluster:\n{installed}");
     eprintln!("in-cluster: Deployment available after {:?}", started.elapsed());
@@ -246,7 +211,7 @@ fn the_operator_installed_in_cluster_runs_the_quickstart_chain_as_its_service_ac
         .args(["watch", "--namespace", &training, "--namespace", &evaluation, "--nats-url", &nats.url()])
         .args(["--since", &since, "--until-settled", "--timeout", &format!("{}s", CHAIN.as_secs())])
         .env("KUBECONFIG", &support::control_plane().kubeconfig);
-    let watched = bounded(watch, "kfp-operator watch", CHAIN + Duration::from_secs(30));
+    let watched = support::bounded(watch, "kfp-operator watch", CHAIN + Duration::from_secs(30));
     let printed = String::from_utf8_lossy(&watched.stdout).into_owned();
     assert!(
         watched.status.success(),

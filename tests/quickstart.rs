@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use support::watch_lines::{field, run_name};
+
 /// Up to the operator being ready: may include compiling the release binary.
 const STARTUP: Duration = Duration::from_secs(40 * 60);
 /// From the operator being ready until the graph is printed.
@@ -186,20 +188,6 @@ fn assert_nothing_left(state: &Path) {
     }
 }
 
-/// The value of `key=` in a line (up to the next space).
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!("{key}="))
-        .map(|i| i + key.len() + 1)
-        .unwrap_or_else(|| panic!("no {key}= in {line}"));
-    line[start..].split_whitespace().next().unwrap_or_default()
-}
-
-/// The Run name in a `run created <ns/name>` line.
-fn run_name(line: &str) -> &str {
-    line.split("run created").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default()
-}
-
 /// The `run created` line of the RunConfiguration `rc`, which must be the only one.
 fn the_run_of<'a>(command: &'a MainCommand, rc: &str) -> &'a str {
     let lines = command.lines_with(&format!("runConfiguration={rc} "));
@@ -260,24 +248,8 @@ fn assert_the_chain(command: &MainCommand) {
 
 fn kfp_operator(args: &[&str], env: &[(&str, String)], timeout: Duration) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kfp-operator"));
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "kfp-operator {args:?} did not finish within {timeout:?}: {}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    command.args(args).envs(env.iter().map(|(key, value)| (key, value)));
+    let output = support::bounded(command, &format!("kfp-operator {args:?}"), timeout);
     assert!(output.status.success(), "kfp-operator {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }

@@ -494,3 +494,62 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((status, body))
 }
+
+/// The summary `tests/fixtures/check_pipeline_spec.py` prints for `compiled` with the host's KFP
+/// SDK, which must accept it as a PipelineSpec.
+pub fn kfp_sdk_summary(compiled: &serde_json::Value) -> serde_json::Value {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(compiled).unwrap()).unwrap();
+    let output = Command::new(kfp_sdk_python())
+        .arg(repo_root().join("tests/fixtures/check_pipeline_spec.py"))
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the KFP SDK rejects the compiled pipeline: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Reading what `kfp-operator watch` prints.
+pub mod watch_lines {
+    /// The value of `key=` in a line (up to the next space).
+    pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+        let start = line
+            .find(&format!("{key}="))
+            .map(|i| i + key.len() + 1)
+            .unwrap_or_else(|| panic!("no {key}= in {line}"));
+        line[start..].split_whitespace().next().unwrap_or_default()
+    }
+
+    /// The Run name in a `run created <ns/name>` line.
+    pub fn run_name(line: &str) -> &str {
+        line.split("run created").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default()
+    }
+}
+
+/// Runs the command, killing it after `timeout`; its output.
+pub fn bounded(mut command: Command, what: &str, timeout: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{what} did not finish within {timeout:?}:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
