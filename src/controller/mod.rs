@@ -386,6 +386,20 @@ where
     })
 }
 
+/// The objects a feed sees created or changed, not deleted: for owned objects whose removal
+/// (a TTL, garbage collection) must not wake their owner.
+pub fn applied<K>(feed: Feed<K>) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Clone + Send + 'static,
+{
+    futures::stream::select_all(feed.into_iter().map(|(_, events)| events)).filter_map(|event| {
+        std::future::ready(match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => Some(Ok(object)),
+            watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => None,
+        })
+    })
+}
+
 /// What a reconcile of an object itself acts on: its identity, spec (generation), deletion,
 /// finalizers and annotations, and `extra` (a part of the status written by someone else).
 /// Not the status the reconciler writes itself, so that its own writes do not wake it.

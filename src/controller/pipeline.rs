@@ -377,7 +377,8 @@ fn owner_of(job: &Job) -> Option<ObjectRef<Pipeline>> {
 }
 
 /// Runs the Pipeline controller over the objects of `feed`, woken also by the Providers they
-/// wait for and by their compile Jobs and pods.
+/// wait for and by changes of their compile Jobs and pods (not by their removal: a failed
+/// compile's Job expiring after `compile.ttl` does not start another).
 pub async fn run_controller(
     ctx: Arc<Context>,
     feed: super::Feed<Pipeline>,
@@ -399,7 +400,7 @@ pub async fn run_controller(
             sync::waiting_on(&store, &provider)
         })
         .watches_stream(job_changes.boxed(), |job: Job| owner_of(&job))
-        .watches_stream(super::changed(pods), move |pod: Pod| {
+        .watches_stream(super::applied(pods), move |pod: Pod| {
             let job = pod.owner_references().iter().find(|o| o.kind == "Job")?;
             let job =
                 pod_jobs.get(&ObjectRef::new(&job.name).within(&pod.namespace().unwrap_or_default()))?;
