@@ -956,3 +956,34 @@ async fn a_provider_changing_during_creation_does_not_repeat_provider_calls() {
     assert_eq!(operator.context().metrics.provider_calls("run", "create", "ok"), 20);
     operator.stop().await;
 }
+
+/// Needs the local node (its controller-manager runs the garbage collector).
+#[tokio::test]
+async fn owned_runs_go_with_their_run_configuration() {
+    use kfp_operator::api::{OnChangeType, RunConfiguration, Triggers};
+    support::local_node();
+    let client = support::client().await;
+    let ns = support::namespace(&client, "owned-runs").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    let provider = NamespacedName::new(&ns, "stub");
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns).create(&post, &stub_provider("stub")).await.unwrap();
+    let pipeline = support::fixtures::pipeline("penguin", &provider);
+    Api::<Pipeline>::namespaced(client.clone(), &ns).create(&post, &pipeline).await.unwrap();
+    let on_spec = Triggers { on_change: vec![OnChangeType::RunSpec], ..Triggers::default() };
+    let rc = support::fixtures::run_configuration("training", &provider, on_spec);
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    rcs.create(&post, &rc).await.unwrap();
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+    support::eventually("the RunConfiguration's Run", Duration::from_secs(30), || async {
+        let found = runs.list(&Default::default()).await.ok()?.items;
+        found.iter().any(|run| run.owner_references().iter().any(|o| o.name == "training")).then_some(())
+    })
+    .await;
+    rcs.delete("training", &DeleteParams::default()).await.unwrap();
+    support::eventually("the garbage collector to delete the owned Runs", Duration::from_secs(60), || async {
+        runs.list(&Default::default()).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
