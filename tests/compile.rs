@@ -276,3 +276,44 @@ async fn an_operator_killed_during_a_compile_leaves_one_job_and_one_upload() {
     assert_eq!(uploads[0]["pipelineDefinition"]["name"], json!(format!("{ns}/penguin")));
     second.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn compiles_beyond_the_limit_wait_for_a_free_slot() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "compile-limit").await;
+    let operator = Operator::start(&client, &ns, |c| {
+        compiling(c, Duration::from_secs(300));
+        c.compile.max_concurrent = 1;
+    });
+    create(&client, &ns, &provider(&ns, ProviderType::Stub, "")).await;
+    let names = ["first", "second", "third"];
+    for name in names {
+        create(&client, &ns, &pipeline(&ns, name, &test_image(), EXAMPLE)).await;
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
+    let mut most_at_once = 0;
+    support::eventually("every Pipeline compiled", Duration::from_secs(180), || {
+        let (jobs, pipelines) = (jobs.clone(), pipelines.clone());
+        let running = async move {
+            let all = jobs.list(&ListParams::default()).await.ok()?.items;
+            Some(all.iter().filter(|job| kfp_operator::provider::compile::is_active(job)).count())
+        };
+        let most = &mut most_at_once;
+        async move {
+            *most = (*most).max(running.await?);
+            let all = pipelines.list(&ListParams::default()).await.ok()?.items;
+            all.iter().all(|p| p.status.as_ref().is_some_and(|s| SyncState::of(s) == SyncState::Succeeded)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(most_at_once, 1, "one compile at a time");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let notes: Vec<String> =
+        events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.note).collect();
+    assert!(
+        notes.iter().any(|n| n.contains("waiting to compile") && n.contains("1 of 1 compile Jobs are running")),
+        "a Pipeline said it waited: {notes:?}"
+    );
+    operator.stop().await;
+}
