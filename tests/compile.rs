@@ -300,7 +300,9 @@ async fn compiles_beyond_the_limit_wait_for_a_free_slot() {
             let running = all.iter().filter(|job| kfp_operator::provider::compile::is_active(job)).count();
             most.fetch_max(running, std::sync::atomic::Ordering::SeqCst);
             let all = pipelines.list(&ListParams::default()).await.ok()?.items;
-            all.iter().all(|p| p.status.as_ref().is_some_and(|s| SyncState::of(s) == SyncState::Succeeded)).then_some(())
+            all.iter()
+                .all(|p| p.status.as_ref().is_some_and(|s| SyncState::of(s) == SyncState::Succeeded))
+                .then_some(())
         }
     })
     .await;
@@ -309,7 +311,9 @@ async fn compiles_beyond_the_limit_wait_for_a_free_slot() {
     let notes: Vec<String> =
         events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.note).collect();
     assert!(
-        notes.iter().any(|n| n.contains("waiting to compile") && n.contains("1 of 1 compile Jobs are running")),
+        notes
+            .iter()
+            .any(|n| n.contains("waiting to compile") && n.contains("1 of 1 compile Jobs are running")),
         "a Pipeline said it waited: {notes:?}"
     );
     operator.stop().await;

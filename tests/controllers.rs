@@ -981,9 +981,11 @@ async fn owned_runs_go_with_their_run_configuration() {
     })
     .await;
     rcs.delete("training", &DeleteParams::default()).await.unwrap();
-    support::eventually("the garbage collector to delete the owned Runs", Duration::from_secs(60), || async {
-        runs.list(&Default::default()).await.ok()?.items.is_empty().then_some(())
-    })
+    support::eventually(
+        "the garbage collector to delete the owned Runs",
+        Duration::from_secs(60),
+        || async { runs.list(&Default::default()).await.ok()?.items.is_empty().then_some(()) },
+    )
     .await;
     operator.stop().await;
 }
