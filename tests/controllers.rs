@@ -989,3 +989,31 @@ async fn owned_runs_go_with_their_run_configuration() {
     .await;
     operator.stop().await;
 }
+
+/// A Pipeline whose framework its Provider does not declare fails at once, before any compile,
+/// and goes on when the Provider declares it.
+#[tokio::test]
+async fn a_pipeline_whose_framework_its_provider_lacks_fails_at_once() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "undeclared-framework").await;
+    let operator = Operator::start(&client, &ns, |_| {});
+    create(&client, &ns, &stub_provider("stub")).await;
+    let mut kfp = pipeline("kfp", &ns, "quickstart:v1");
+    kfp.spec.framework = PipelineFramework::new("kfp-sdk");
+    create(&client, &ns, &kfp).await;
+    let failed =
+        wait_for::<Pipeline>(&client, &ns, "kfp", "Failed", |p: &Pipeline| sync_state(p.status.as_ref()).0 == SyncState::Failed)
+            .await;
+    let message = sync_state(failed.status.as_ref()).1;
+    assert!(message.contains("framework \"kfp-sdk\" is not supported by provider"), "{message}");
+    assert!(message.contains("it supports tfx"), "{message}");
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    assert!(jobs.list(&Default::default()).await.unwrap().items.is_empty(), "nothing was compiled");
+    let declare = json!({"spec": {"frameworks": [{"name": "tfx", "image": "none"}, {"name": "kfp-sdk", "image": "none"}]}});
+    Api::<Provider>::namespaced(client.clone(), &ns)
+        .patch("stub", &PatchParams::default(), &Patch::Merge(declare))
+        .await
+        .unwrap();
+    wait_for::<Pipeline>(&client, &ns, "kfp", "Succeeded", succeeded(|p: &Pipeline| p.status.as_ref())).await;
+    operator.stop().await;
+}
