@@ -27,6 +27,8 @@ use super::common::{NamespacedName, PROVIDER_REFERENCE_PATTERN, Status};
 #[serde(rename_all = "camelCase")]
 pub struct ExperimentSpec {
     /// The Provider (`namespace/name`) the experiment is created on.
+    /// Absent only in objects converted from `v1alpha5` while no `defaultProvider` is configured.
+    #[serde(default, skip_serializing_if = "NamespacedName::is_empty")]
     #[schemars(pattern(PROVIDER_REFERENCE_PATTERN))]
     pub provider: NamespacedName,
     /// A human-readable description shown by the provider.

@@ -1,8 +1,10 @@
-//! The custom resources of group `pipelines.kubeflow.org`, version `v1beta1`, their common
+//! The custom resources of group `pipelines.kubeflow.org`: the stored version `v1beta1` (at the
+//! top), the served `v1alpha5` and `v1alpha6` and the conversion between them, their common
 //! types and the version hashing. Pure: nothing here talks to a cluster.
 
 pub mod common;
 pub mod conditions;
+pub mod conversion;
 pub mod crd;
 pub mod duration;
 pub mod experiment;
@@ -15,6 +17,8 @@ pub mod run;
 pub mod run_configuration;
 pub mod run_schedule;
 mod schema;
+pub mod v1alpha5;
+pub mod v1alpha6;
 
 pub use common::{
     Artifact, ArtifactPath, NamedValue, NamespacedName, OutputArtifact, ParseError, PipelineIdentifier,
@@ -35,7 +39,7 @@ pub use run_schedule::{RunSchedule, RunScheduleSpec};
 
 /// The API group of every kind.
 pub const GROUP: &str = "pipelines.kubeflow.org";
-/// The served and stored version.
+/// The stored version, and the hub of conversion.
 pub const VERSION: &str = "v1beta1";
 /// The finalizer on provider-synchronised resources.
 pub const FINALIZER: &str = "finalizer.pipelines.kubeflow.org";

@@ -32,6 +32,8 @@ use super::schema::json_value_map;
 #[serde(rename_all = "camelCase")]
 pub struct PipelineSpec {
     /// The Provider (`namespace/name`) the pipeline is uploaded to.
+    /// Absent only in objects converted from `v1alpha5` while no `defaultProvider` is configured.
+    #[serde(default, skip_serializing_if = "NamespacedName::is_empty")]
     #[schemars(pattern(PROVIDER_REFERENCE_PATTERN))]
     pub provider: NamespacedName,
     /// Container image holding the pipeline code; its tag becomes part of the pipeline version.

@@ -34,6 +34,8 @@ use super::common::{
 #[serde(rename_all = "camelCase")]
 pub struct RunSpec {
     /// The Provider (`namespace/name`) that executes the run.
+    /// Absent only in objects converted from `v1alpha5` while no `defaultProvider` is configured.
+    #[serde(default, skip_serializing_if = "NamespacedName::is_empty")]
     #[schemars(pattern(PROVIDER_REFERENCE_PATTERN))]
     pub provider: NamespacedName,
     /// The Pipeline to run, in the same namespace: `name`, or `name:version` to pin a version.

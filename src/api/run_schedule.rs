@@ -30,6 +30,8 @@ use super::run_configuration::Schedule;
 #[serde(rename_all = "camelCase")]
 pub struct RunScheduleSpec {
     /// The Provider (`namespace/name`) that runs the schedule.
+    /// Absent only in objects converted from `v1alpha5` while no `defaultProvider` is configured.
+    #[serde(default, skip_serializing_if = "NamespacedName::is_empty")]
     #[schemars(pattern(PROVIDER_REFERENCE_PATTERN))]
     pub provider: NamespacedName,
     /// The Pipeline to run, `name:version`.
