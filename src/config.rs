@@ -59,6 +59,25 @@ pub struct OperatorConfig {
     pub webhook: WebhookConfig,
     /// The compile Jobs that turn a Pipeline version into what its provider uploads.
     pub compile: CompileConfig,
+    /// The Provider (`namespace/name`) of objects applied in `v1alpha5`, which has no
+    /// `provider` field; absent means such objects name none and say so in `Synchronized`.
+    pub default_provider: Option<crate::api::NamespacedName>,
+    /// The framework of a `v1alpha5` Pipeline without `tfxComponents`.
+    pub default_framework: String,
+    /// The tfx compiler image of a Provider applied in `v1alpha5` or `v1alpha6`; its own
+    /// `image` when absent.
+    pub default_tfx_image: Option<String>,
+}
+
+impl OperatorConfig {
+    /// What the conversion webhook fills in for the older versions.
+    pub fn conversion_defaults(&self) -> crate::api::conversion::Defaults {
+        crate::api::conversion::Defaults {
+            default_provider: self.default_provider.clone(),
+            default_framework: self.default_framework.clone(),
+            default_tfx_image: self.default_tfx_image.clone(),
+        }
+    }
 }
 
 /// How Pipeline versions are compiled: one Job per version, in the Pipeline's namespace.
@@ -116,6 +135,11 @@ pub struct WebhookConfig {
     pub cert_file: Option<std::path::PathBuf>,
     /// The certificate's private key (PEM).
     pub key_file: Option<std::path::PathBuf>,
+    /// The URL the API server calls for conversions (`https://…/convert`); when set with
+    /// `caFile`, `--install-crds` writes it and the CA into each CRD's conversion webhook.
+    pub conversion_url: Option<String>,
+    /// The CA (PEM) that signed the serving certificate, for the CRDs' `caBundle`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for OperatorConfig {
@@ -135,6 +159,9 @@ impl Default for OperatorConfig {
             leader_election: crate::leader::LeaderElectionConfig::default(),
             webhook: WebhookConfig::default(),
             compile: CompileConfig::default(),
+            default_provider: None,
+            default_framework: "tfx".into(),
+            default_tfx_image: None,
         }
     }
 }

@@ -37,11 +37,21 @@ fn is_established(crd: &CustomResourceDefinition) -> bool {
         .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
 }
 
-/// Server-side applies every CRD, then waits until all are established.
-pub async fn install(client: &kube::Client, timeout: Duration) -> Result<(), CrdError> {
+/// Server-side applies every CRD, then waits until all are established. With `conversion`
+/// (a URL and a PEM CA bundle) the CRDs' conversion webhook is that URL, else the installed
+/// operator's Service.
+pub async fn install(
+    client: &kube::Client,
+    timeout: Duration,
+    conversion: Option<(&str, &[u8])>,
+) -> Result<(), CrdError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for crd in api::crd::all() {
+    let mut all = api::crd::all();
+    if let Some((url, ca)) = conversion {
+        api::crd::with_conversion_url(&mut all, url, ca);
+    }
+    for crd in all {
         let name = name_of(&crd);
         crds.patch(&name, &params, &Patch::Apply(&crd))
             .await

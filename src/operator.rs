@@ -114,7 +114,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     if install_crds {
-        crds::install(&client, CRD_TIMEOUT).await?;
+        let ca = match (&config.webhook.conversion_url, &config.webhook.ca_file) {
+            (Some(_), Some(file)) => Some(
+                std::fs::read(file).with_context(|| format!("reading the webhook CA {}", file.display()))?,
+            ),
+            _ => None,
+        };
+        let conversion = config.webhook.conversion_url.as_deref().zip(ca.as_deref());
+        crds::install(&client, CRD_TIMEOUT, conversion).await?;
         tracing::info!("CRDs installed");
     } else {
         crds::wait_established(&client, CRD_TIMEOUT).await?;
@@ -125,8 +132,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the admission webhook to {addr}"))?;
-            tracing::info!(%addr, "admission webhook listening on /validate (HTTPS)");
-            let router = server::webhook::router(client.clone());
+            tracing::info!(%addr, "webhook listening on /validate and /convert (HTTPS)");
+            let router = server::webhook::router(client.clone(), config.conversion_defaults());
             Some(tokio::spawn(server::webhook::serve(listener, acceptor, router, shutdown.clone())))
         }
         _ => None,

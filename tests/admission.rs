@@ -111,7 +111,7 @@ async fn the_apiserver_refuses_bad_manifests_through_the_webhook() {
     let server = tokio::spawn(kfp_operator::server::webhook::serve(
         listener,
         acceptor,
-        kfp_operator::server::webhook::router(client.clone()),
+        kfp_operator::server::webhook::router(client.clone(), Default::default()),
         shutdown,
     ));
     let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -202,7 +202,8 @@ async fn an_undecodable_review_is_a_bad_request() {
     let request = axum::http::Request::post("/validate")
         .body(axum::body::Body::from("{\"not\": \"a review\"}"))
         .unwrap();
-    let response = kfp_operator::server::webhook::router(client).oneshot(request).await.unwrap();
+    let response =
+        kfp_operator::server::webhook::router(client, Default::default()).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 400);
     let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).starts_with("not an AdmissionReview"), "{body:?}");

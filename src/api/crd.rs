@@ -2,21 +2,76 @@
 //! `kfp-operator crd` and the committed `crds/` directory.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceConversion, CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray,
+    JSONSchemaPropsOrBool, ServiceReference, WebhookClientConfig, WebhookConversion,
 };
 use kube::CustomResourceExt;
 
-use super::{Experiment, Pipeline, Provider, Run, RunConfiguration, RunSchedule};
+use super::{Experiment, Pipeline, Provider, Run, RunConfiguration, RunSchedule, v1alpha5, v1alpha6};
 
-/// Every CRD the operator serves, in a stable order.
+/// Where the installed operator serves conversions: its Service's webhook port.
+pub const CONVERSION_SERVICE: (&str, &str, i32) = ("kfp-operator-system", "kfp-operator", 9443);
+/// The conversion webhook's path.
+pub const CONVERSION_PATH: &str = "/convert";
+
+/// `hub` serving also the versions of `spokes`, converted by the webhook.
+fn with_spokes(
+    mut hub: CustomResourceDefinition,
+    spokes: [CustomResourceDefinition; 2],
+) -> CustomResourceDefinition {
+    for spoke in spokes {
+        for mut version in spoke.spec.versions {
+            version.storage = false;
+            version.additional_printer_columns =
+                hub.spec.versions.first().and_then(|v| v.additional_printer_columns.clone());
+            hub.spec.versions.push(version);
+        }
+    }
+    let (namespace, name, port) = CONVERSION_SERVICE;
+    hub.spec.conversion = Some(CustomResourceConversion {
+        strategy: "Webhook".into(),
+        webhook: Some(WebhookConversion {
+            conversion_review_versions: vec!["v1".into()],
+            client_config: Some(WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    path: Some(CONVERSION_PATH.into()),
+                    port: Some(port),
+                }),
+                ..WebhookClientConfig::default()
+            }),
+        }),
+    });
+    hub
+}
+
+/// Points every CRD's conversion webhook at `url`, trusting `ca_bundle` (PEM).
+pub fn with_conversion_url(crds: &mut [CustomResourceDefinition], url: &str, ca_bundle: &[u8]) {
+    for crd in crds {
+        if let Some(webhook) = crd.spec.conversion.as_mut().and_then(|c| c.webhook.as_mut()) {
+            webhook.client_config = Some(WebhookClientConfig {
+                url: Some(url.to_owned()),
+                ca_bundle: Some(k8s_openapi::ByteString(ca_bundle.to_vec())),
+                service: None,
+            });
+        }
+    }
+}
+
+/// Every CRD the operator serves, in a stable order: `v1beta1` (stored) and the served
+/// `v1alpha6` and `v1alpha5`.
 pub fn all() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
-        Experiment::crd(),
-        Pipeline::crd(),
-        Provider::crd(),
-        RunConfiguration::crd(),
-        Run::crd(),
-        RunSchedule::crd(),
+        with_spokes(Experiment::crd(), [v1alpha6::Experiment::crd(), v1alpha5::Experiment::crd()]),
+        with_spokes(Pipeline::crd(), [v1alpha6::Pipeline::crd(), v1alpha5::Pipeline::crd()]),
+        with_spokes(Provider::crd(), [v1alpha6::Provider::crd(), v1alpha5::Provider::crd()]),
+        with_spokes(
+            RunConfiguration::crd(),
+            [v1alpha6::RunConfiguration::crd(), v1alpha5::RunConfiguration::crd()],
+        ),
+        with_spokes(Run::crd(), [v1alpha6::Run::crd(), v1alpha5::Run::crd()]),
+        with_spokes(RunSchedule::crd(), [v1alpha6::RunSchedule::crd(), v1alpha5::RunSchedule::crd()]),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -186,11 +186,15 @@ pub fn plan_sync<K: Synced>(object: &K, provider: Option<&Provider>, definition:
                 ),
             };
         }
-        let refusal = Failure::new(
-            ErrorClass::Waiting,
-            "ProviderNotFound",
-            format!("provider {provider_name} not found"),
-        );
+        let refusal = if provider_name.name.is_empty() {
+            Failure::new(ErrorClass::Waiting, "NoProvider", NO_PROVIDER.to_owned())
+        } else {
+            Failure::new(
+                ErrorClass::Waiting,
+                "ProviderNotFound",
+                format!("provider {provider_name} not found"),
+            )
+        };
         return Step::Sync { plan: Plan::Refuse(refusal), desired, definition: None };
     };
     let namespace = object.namespace().unwrap_or_default();
@@ -298,12 +302,20 @@ pub async fn reconcile_synced<K: Synced>(
     apply_step(ctx, object, provider.as_ref(), step).await
 }
 
+/// Why an object without `spec.provider` is not synchronised.
+pub const NO_PROVIDER: &str = "no provider: spec.provider is empty (v1alpha5 has no provider field) and the operator has \
+     no defaultProvider configured; set defaultProvider: namespace/name in the operator's configuration or write the \
+     object as v1beta1 with spec.provider";
+
 /// The Provider a reconcile of `object` needs (`None`: not found, or not needed).
 pub async fn observe_provider<K: Synced>(ctx: &Context, object: &K) -> Result<Option<Provider>, Error> {
     if !has_finalizer(object) || force_deleted(object) {
         return Ok(None);
     }
     let name = provider_name(object);
+    if name.name.is_empty() {
+        return Ok(None);
+    }
     let namespace = object.namespace().unwrap_or_default();
     let providers: Api<Provider> = Api::namespaced(ctx.client.clone(), name.namespace_or(&namespace));
     Ok(providers.get_opt(&name.name).await?)

@@ -2,6 +2,7 @@
 //! dependencies are ready) and `/metrics` (Prometheus/OpenMetrics text); the admission webhook
 //! lives in [`webhook`].
 
+pub mod conversion;
 pub mod webhook;
 
 use std::sync::atomic::{AtomicBool, Ordering};

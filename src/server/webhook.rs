@@ -1,8 +1,9 @@
-//! The validating admission webhook: `POST /validate` over HTTPS takes an `AdmissionReview`
+//! The webhook server: the validating admission webhook, `POST /validate` over HTTPS takes an `AdmissionReview`
 //! (v1), looks up what the rules need (a Pipeline's Provider) and answers with
 //! [`crate::admission::validate`]'s verdict. An undecodable review is a 400 that says why.
 //! The serving certificate is read from files (a mounted Secret) and read again when they change,
-//! so a rotated certificate is picked up without a restart.
+//! so a rotated certificate is picked up without a restart. `/convert` (see `conversion`) is
+//! served on the same listener.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -103,9 +104,12 @@ pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, Er
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The `/validate` route; `client` looks up Providers.
-pub fn router(client: kube::Client) -> Router {
-    Router::new().route("/validate", post(handle)).with_state(client)
+/// The `/validate` route (`client` looks up Providers) and the `/convert` route.
+pub fn router(client: kube::Client, conversion: crate::api::conversion::Defaults) -> Router {
+    Router::new()
+        .route("/validate", post(handle))
+        .with_state(client)
+        .merge(super::conversion::router(conversion))
 }
 
 async fn provider_of(client: &kube::Client, object: &serde_json::Value) -> Option<Provider> {

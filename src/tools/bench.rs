@@ -678,7 +678,7 @@ pub async fn run_triggers(args: TriggerBenchArgs, out: &mut impl std::io::Write)
         .try_init();
     index_scale(args.index_size, out)?;
     let client = kube::Client::try_default().await?;
-    crate::crds::install(&client, Duration::from_secs(60)).await?;
+    crate::crds::install(&client, Duration::from_secs(60), None).await?;
     trigger_latency(&client, args.completions, &args, out).await?;
     for &n in &args.dependants {
         fan_out(&client, n, &args, out).await?;

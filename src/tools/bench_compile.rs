@@ -164,7 +164,7 @@ fn seconds(duration: Duration) -> f64 {
 /// Ready node with both images.
 pub async fn run(args: CompileBenchArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    crate::crds::install(&client, Duration::from_secs(60)).await?;
+    crate::crds::install(&client, Duration::from_secs(60), None).await?;
     super::bench::fresh_namespace(&client, NAMESPACE).await?;
     let providers: Api<Provider> = Api::namespaced(client.clone(), NAMESPACE);
     providers.create(&PostParams::default(), &provider(&args)).await?;

@@ -82,7 +82,7 @@ impl PrivateControlPlane {
         let plane = Self { dir, ports: [free_port(), free_port(), free_port()], apiserver_args };
         plane.up();
         let client = plane.client().await;
-        kfp_operator::crds::install(&client, Duration::from_secs(60))
+        kfp_operator::crds::install(&client, Duration::from_secs(60), None)
             .await
             .unwrap_or_else(|e| panic!("installing the CRDs on the private apiserver failed: {e}"));
         plane
@@ -168,7 +168,7 @@ pub fn control_plane() -> &'static ControlPlane {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let client = client_for(&kubeconfig).await;
-                kfp_operator::crds::install(&client, Duration::from_secs(60))
+                kfp_operator::crds::install(&client, Duration::from_secs(60), None)
                     .await
                     .unwrap_or_else(|e| panic!("installing the CRDs on the test apiserver failed: {e}"));
             });

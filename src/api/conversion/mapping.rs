@@ -158,7 +158,14 @@ fn status_to_hub(status: &Object, spoke: Spoke, context: &Context) -> Out {
     let mut out = Out::default();
     out.copy(status, &COMMON_STATUS);
     let (name, id) = match spoke {
-        Spoke::V1alpha5 => (Value::Null, status.get("providerId").cloned().unwrap_or(Value::Null)),
+        Spoke::V1alpha5 => {
+            let id = status.get("providerId").cloned().unwrap_or(Value::Null);
+            let name = match &context.defaults.default_provider {
+                Some(provider) if !is_empty(&id) => json!(provider.to_string()),
+                _ => Value::Null,
+            };
+            (name, id)
+        }
         Spoke::V1alpha6 => {
             let provider = field_object(status, "provider");
             (qualified_provider(string(&provider, "name"), context), json!(string(&provider, "id")))
