@@ -1001,9 +1001,10 @@ async fn a_pipeline_whose_framework_its_provider_lacks_fails_at_once() {
     let mut kfp = pipeline("kfp", &ns, "quickstart:v1");
     kfp.spec.framework = PipelineFramework::new("kfp-sdk");
     create(&client, &ns, &kfp).await;
-    let failed =
-        wait_for::<Pipeline>(&client, &ns, "kfp", "Failed", |p: &Pipeline| sync_state(p.status.as_ref()).0 == SyncState::Failed)
-            .await;
+    let failed = wait_for::<Pipeline>(&client, &ns, "kfp", "Failed", |p: &Pipeline| {
+        sync_state(p.status.as_ref()).0 == SyncState::Failed
+    })
+    .await;
     let message = sync_state(failed.status.as_ref()).1;
     assert!(message.contains("framework \"kfp-sdk\" is not supported by provider"), "{message}");
     assert!(message.contains("it supports tfx"), "{message}");
