@@ -9,7 +9,8 @@
 //! exits 0 by itself, leaving no process behind.
 //! Second run, on the same stopped environment (so the quickstart objects exist), interactive:
 //! the chain starts again and is printed the same way; `events tail` and `graph --namespace`
-//! work against it; SIGINT to the process group (what Ctrl-C does) ends it with status 130 and
+//! work against it, and the Pipelines list as v1alpha5 and v1alpha6 (converted by the operator's
+//! webhook on 127.0.0.1); SIGINT to the process group (what Ctrl-C does) ends it with status 130 and
 //! leaves no process behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,16 +40,25 @@ struct Ports {
     nats: u16,
     admin: u16,
     events: u16,
+    webhook: u16,
 }
 
 impl Ports {
     fn free() -> Self {
         let mut ports = std::collections::BTreeSet::new();
-        while ports.len() < 6 {
+        while ports.len() < 7 {
             ports.insert(support::free_port());
         }
         let p: Vec<u16> = ports.into_iter().collect();
-        Self { etcd: p[0], etcd_peer: p[1], apiserver: p[2], nats: p[3], admin: p[4], events: p[5] }
+        Self {
+            etcd: p[0],
+            etcd_peer: p[1],
+            apiserver: p[2],
+            nats: p[3],
+            admin: p[4],
+            events: p[5],
+            webhook: p[6],
+        }
     }
 }
 
@@ -75,6 +85,7 @@ impl MainCommand {
             .env("KFP_NATS_PORT", ports.nats.to_string())
             .env("KFP_ADMIN_PORT", ports.admin.to_string())
             .env("KFP_EVENTS_PORT", ports.events.to_string())
+            .env("KFP_WEBHOOK_PORT", ports.webhook.to_string())
             .env("KFP_RUN_TIMEOUT", "10m")
             .env("RUST_BACKTRACE", "1")
             .env_remove("KUBECONFIG")
@@ -321,6 +332,21 @@ fn the_main_command_shows_the_chain_its_events_and_graph_and_stops_everything() 
         )),
         "{graph}"
     );
+
+    for version in ["v1alpha5", "v1alpha6"] {
+        let output = Command::new("kubectl")
+            .args(["get", &format!("pipelines.{version}.pipelines.kubeflow.org"), "-A", "-o", "name"])
+            .env("KUBECONFIG", state.join("kubeconfig"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && listed.contains("penguin-pipeline"),
+            "the Pipelines as {version}: {listed}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
     // Nothing more fires.
     std::thread::sleep(Duration::from_secs(3));
