@@ -10,7 +10,9 @@ use std::time::Duration;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
-use kfp_operator::tools::deploy::{CHART_PLACEHOLDERS, Installation, generated_files};
+use kfp_operator::tools::deploy::{
+    CHART_CRD_PLACEHOLDERS, CHART_PLACEHOLDERS, Installation, generated_files,
+};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -77,8 +79,67 @@ fn the_chart_renders_to_the_plain_installation() {
         ..Installation::default()
     };
     assert_eq!(rendered, expected.objects(false).unwrap());
-    let crds = std::fs::read_dir(support::repo_root().join("charts/kfp-operator/crds")).unwrap().count();
-    assert_eq!(crds, 6, "the chart installs the six CRDs");
+}
+
+/// The chart's CRD template as `helm install <release> -n <namespace>` renders it with the given
+/// `conversion` values.
+fn render_chart_crds(release: &str, namespace: &str, ca_bundle: &str, inject_ca_from: &str) -> Vec<Value> {
+    let mut text =
+        std::fs::read_to_string(support::repo_root().join("charts/kfp-operator/templates/crds.yaml"))
+            .unwrap();
+    let annotations = if inject_ca_from.is_empty() {
+        "{}".to_owned()
+    } else {
+        json!({"cert-manager.io/inject-ca-from": inject_ca_from}).to_string()
+    };
+    for (_, expression) in CHART_PLACEHOLDERS.iter().chain(&CHART_CRD_PLACEHOLDERS) {
+        let rendered = match *expression {
+            "{{ .Release.Namespace }}" => namespace.to_owned(),
+            "{{ .Release.Name }}" => release.to_owned(),
+            "{{ .Values.conversion.caBundle | quote }}" => json!(ca_bundle).to_string(),
+            annotation if annotation.contains(".Values.conversion.injectCaFrom") => annotations.clone(),
+            _ => continue,
+        };
+        text = text.replace(expression, &rendered);
+    }
+    assert!(!text.contains("{{"), "every template expression is rendered");
+    documents(&text)
+}
+
+#[test]
+fn the_charts_crds_call_the_releases_webhook_trusting_the_configured_ca() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+    for (ca_bundle, inject_ca_from) in [("", ""), (encoded.as_str(), ""), ("", "ml-ops/kfp-webhook")] {
+        let rendered = render_chart_crds("kfp", "ml-ops", ca_bundle, inject_ca_from);
+        let mut expected: Vec<Value> =
+            kfp_operator::api::crd::all().iter().map(|crd| serde_json::to_value(crd).unwrap()).collect();
+        for crd in &mut expected {
+            crd["metadata"]["annotations"] = if inject_ca_from.is_empty() {
+                json!({})
+            } else {
+                json!({"cert-manager.io/inject-ca-from": inject_ca_from})
+            };
+            let client = crd.pointer_mut("/spec/conversion/webhook/clientConfig").unwrap();
+            client["service"]["namespace"] = json!("ml-ops");
+            client["service"]["name"] = json!("kfp");
+            client["caBundle"] = json!(ca_bundle);
+        }
+        assert_eq!(rendered.len(), 6, "the chart installs the six CRDs");
+        for (rendered, expected) in rendered.iter().zip(&expected) {
+            assert!(
+                normalised(rendered) == normalised(expected),
+                "{:?} renders as expected",
+                kind_and_name(expected)
+            );
+        }
+    }
+    let crds = render_chart_crds("kfp", "ml-ops", &encoded, "");
+    let output = support::kubectl_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &crds.iter().map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).unwrap())).collect::<String>(),
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 fn kustomize(dir: &str) -> Vec<Value> {
