@@ -87,6 +87,8 @@ enum BenchCommand {
     Triggers(crate::tools::bench::TriggerBenchArgs),
     /// A Pipeline compiled by its Job until Synchronized vs the same compile pod created directly (needs a node).
     Compile(crate::tools::bench_compile::CompileBenchArgs),
+    /// 1,000 RunConfigurations listed as v1alpha5 (converted by the webhook) vs as v1beta1.
+    Versions(crate::tools::bench_versions::VersionsBenchArgs),
 }
 
 /// A client for the cluster of the current kubeconfig (or the in-cluster configuration).
@@ -128,6 +130,9 @@ impl Args {
             }
             Command::Bench { command: BenchCommand::Compile(args) } => {
                 crate::tools::bench_compile::run(args, &mut std::io::stdout()).await
+            }
+            Command::Bench { command: BenchCommand::Versions(args) } => {
+                crate::tools::bench_versions::run(args, &mut std::io::stdout()).await
             }
             Command::Bench { command: BenchCommand::Triggers(args) } => {
                 crate::tools::bench::run_triggers(args, &mut std::io::stdout()).await

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_compile;
+pub mod bench_versions;
 pub mod deploy;
 pub mod graph;
 pub mod tail;
