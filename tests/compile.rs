@@ -193,6 +193,8 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
     let client = support::client().await;
     let ns = support::namespace(&client, "compile-failures").await;
     let operator = Operator::start(&client, &ns, |c| compiling(c, Duration::from_secs(120)));
+    let writes = support::StatusWrites::default();
+    let watch = writes.watch(Api::<Pipeline>::namespaced(client.clone(), &ns));
     create(&client, &ns, &provider(&ns, ProviderType::Stub, "")).await;
     create(&client, &ns, &pipeline(&ns, "raises", &test_image(), RAISES)).await;
     create(&client, &ns, &pipeline(&ns, "no-image", "localhost/kfp-does-not-exist:1", EXAMPLE)).await;
@@ -225,6 +227,9 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
     )
     .await;
     assert_eq!(stopped.len(), 1);
+    let settled = (writes.of("raises"), writes.of("no-image"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!((writes.of("raises"), writes.of("no-image")), settled, "a failed compile is not rewritten");
 
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
     let retry = json!({"metadata": {"annotations": {"pipelines.kubeflow.org/retry": "1"}}});
@@ -236,6 +241,7 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
     pipeline_in(&client, &ns, "raises", SyncState::Failed, None, Duration::from_secs(60)).await;
     let stub = operator.context().providers.stub(&NamespacedName::new(&ns, "kfp"));
     assert!(stub.is_none_or(|s| s.received(ResourceKind::Pipeline).is_empty()), "nothing was uploaded");
+    watch.abort();
     operator.stop().await;
 }
 
