@@ -116,6 +116,23 @@ async fn compile_jobs(client: &kube::Client, namespace: &str, name: &str) -> Vec
     jobs.list(&ListParams::default().labels(&format!("{PIPELINE_LABEL}={name}"))).await.unwrap().items
 }
 
+/// Waits until the compile Jobs of the Pipeline `name` pass `check`, and returns them.
+async fn compile_jobs_until(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&[Job]) -> bool,
+) -> Vec<Job> {
+    let check = &check;
+    support::eventually(what, timeout, || async move {
+        let jobs = compile_jobs(client, namespace, name).await;
+        check(&jobs).then_some(jobs)
+    })
+    .await
+}
+
 async fn event_reasons(client: &kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     events
@@ -176,6 +193,8 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
     let client = support::client().await;
     let ns = support::namespace(&client, "compile-failures").await;
     let operator = Operator::start(&client, &ns, |c| compiling(c, Duration::from_secs(120)));
+    let writes = support::StatusWrites::default();
+    let watch = writes.watch(Api::<Pipeline>::namespaced(client.clone(), &ns));
     create(&client, &ns, &provider(&ns, ProviderType::Stub, "")).await;
     create(&client, &ns, &pipeline(&ns, "raises", &test_image(), RAISES)).await;
     create(&client, &ns, &pipeline(&ns, "no-image", "localhost/kfp-does-not-exist:1", EXAMPLE)).await;
@@ -198,29 +217,31 @@ async fn a_failing_compile_fails_the_pipeline_with_the_reason_and_a_retry_compil
             "a Warning Event for {name}: {reasons:?}"
         );
     }
-    let stopped = support::eventually("the stuck compile Job stopped", Duration::from_secs(30), || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move {
-            let jobs = compile_jobs(&client, &ns, "no-image").await;
-            jobs.iter().all(|job| !kfp_operator::provider::compile::is_active(job)).then_some(jobs.len())
-        }
-    })
+    let stopped = compile_jobs_until(
+        &client,
+        &ns,
+        "no-image",
+        "the stuck compile Job stopped",
+        Duration::from_secs(30),
+        |jobs| jobs.iter().all(|job| !kfp_operator::provider::compile::is_active(job)),
+    )
     .await;
-    assert_eq!(stopped, 1);
+    assert_eq!(stopped.len(), 1);
+    let settled = (writes.of("raises"), writes.of("no-image"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!((writes.of("raises"), writes.of("no-image")), settled, "a failed compile is not rewritten");
 
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
     let retry = json!({"metadata": {"annotations": {"pipelines.kubeflow.org/retry": "1"}}});
     pipelines.patch("raises", &PatchParams::default(), &Patch::Merge(&retry)).await.unwrap();
-    support::eventually("a second compile Job", Duration::from_secs(30), || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move { (compile_jobs(&client, &ns, "raises").await.len() == 2).then_some(()) }
+    compile_jobs_until(&client, &ns, "raises", "a second compile Job", Duration::from_secs(30), |jobs| {
+        jobs.len() == 2
     })
     .await;
     pipeline_in(&client, &ns, "raises", SyncState::Failed, None, Duration::from_secs(60)).await;
     let stub = operator.context().providers.stub(&NamespacedName::new(&ns, "kfp"));
     assert!(stub.is_none_or(|s| s.received(ResourceKind::Pipeline).is_empty()), "nothing was uploaded");
+    watch.abort();
     operator.stop().await;
 }
 
@@ -255,10 +276,8 @@ async fn an_operator_killed_during_a_compile_leaves_one_job_and_one_upload() {
     let first = OperatorProcess::start(&config);
     create(&client, &ns, &provider(&ns, ProviderType::Http, &service.url)).await;
     create(&client, &ns, &pipeline(&ns, "penguin", &test_image(), EXAMPLE)).await;
-    support::eventually("the compile Job", Duration::from_secs(60), || {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move { (!compile_jobs(&client, &ns, "penguin").await.is_empty()).then_some(()) }
+    compile_jobs_until(&client, &ns, "penguin", "the compile Job", Duration::from_secs(60), |jobs| {
+        !jobs.is_empty()
     })
     .await;
     first.kill();

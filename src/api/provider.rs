@@ -94,6 +94,14 @@ pub struct Framework {
     pub patches: Vec<Patch>,
 }
 
+impl ProviderSpec {
+    /// The framework that a Pipeline's `spec.framework.name` names: the same name, or its
+    /// lowercase form.
+    pub fn framework(&self, name: &str) -> Option<&Framework> {
+        self.frameworks.iter().find(|f| f.name == name || f.name == name.to_lowercase())
+    }
+}
+
 /// A patch of a compiled pipeline definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Patch {

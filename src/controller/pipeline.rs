@@ -61,10 +61,7 @@ pub fn compiler_image(
     if !config.enabled {
         return Ok(None);
     }
-    let wanted = &pipeline.spec.framework.name;
-    let Some(framework) =
-        provider.spec.frameworks.iter().find(|f| f.name == *wanted || f.name == wanted.to_lowercase())
-    else {
+    let Some(framework) = provider.spec.framework(&pipeline.spec.framework.name) else {
         return Ok(None);
     };
     match framework.image.as_str() {

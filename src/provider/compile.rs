@@ -319,6 +319,16 @@ fn cannot_start(pod: &Pod) -> Option<String> {
     })
 }
 
+/// A pod whose compiler finished: its name and the compile container's termination message.
+fn succeeded(pod: &Pod) -> Progress {
+    Progress::Succeeded {
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        termination_message: terminated(pod, COMPILE_CONTAINER)
+            .and_then(|t| t.message.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// Where the compile of `job` stands, given its pod (`None`: none found).
 pub fn progress(job: &Job, pod: Option<&Pod>) -> Progress {
     let name = job.metadata.name.clone().unwrap_or_default();
@@ -331,15 +341,7 @@ pub fn progress(job: &Job, pod: Option<&Pod>) -> Progress {
         return Progress::Failed { reason, message: message.to_owned(), stop: false };
     }
     if job_condition(job, "Complete").is_some() {
-        return match pod {
-            Some(pod) => Progress::Succeeded {
-                pod: pod.metadata.name.clone().unwrap_or_default(),
-                termination_message: terminated(pod, COMPILE_CONTAINER)
-                    .and_then(|t| t.message.clone())
-                    .unwrap_or_default(),
-            },
-            None => Progress::Lost,
-        };
+        return pod.map_or(Progress::Lost, succeeded);
     }
     if let Some(failed) = job_condition(job, "Failed") {
         if failed.reason.as_deref() == Some("DeadlineExceeded") {
@@ -369,12 +371,7 @@ pub fn progress(job: &Job, pod: Option<&Pod>) -> Progress {
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     if phase == "Succeeded" {
-        return Progress::Succeeded {
-            pod: pod.metadata.name.clone().unwrap_or_default(),
-            termination_message: terminated(pod, COMPILE_CONTAINER)
-                .and_then(|t| t.message.clone())
-                .unwrap_or_default(),
-        };
+        return succeeded(pod);
     }
     let unscheduled = pod
         .status

@@ -47,12 +47,8 @@ pub fn pipeline(pipeline: &Pipeline, provider: &Provider) -> Result<Value, Defin
         "framework": { "name": spec.framework.name, "parameters": spec.framework.parameters },
     });
     let provider_name = name_of(provider).to_string();
-    let framework = provider
-        .spec
-        .frameworks
-        .iter()
-        .find(|f| f.name == spec.framework.name.to_lowercase() || f.name == spec.framework.name)
-        .ok_or_else(|| DefinitionError::UnsupportedFramework {
+    let framework = provider.spec.framework(&spec.framework.name).ok_or_else(|| {
+        DefinitionError::UnsupportedFramework {
             framework: spec.framework.name.clone(),
             provider: provider_name.clone(),
             supported: provider
@@ -62,7 +58,8 @@ pub fn pipeline(pipeline: &Pipeline, provider: &Provider) -> Result<Value, Defin
                 .map(|f| f.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        }
+    })?;
     for (index, patch) in framework.patches.iter().enumerate() {
         let invalid = |reason: String| DefinitionError::InvalidPatch {
             framework: framework.name.clone(),
