@@ -51,6 +51,13 @@ pub struct RunArgs {
     /// Address of the run-completion ingest (`POST /events`); overrides `events.listenAddr`.
     #[arg(long, env = "KFP_EVENTS_ADDR")]
     pub events_addr: Option<SocketAddr>,
+    /// Address of the webhook (`/convert`, `/validate`, HTTPS); overrides `webhook.listenAddr`.
+    #[arg(long, env = "KFP_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// A directory with the webhook's serving certificate as `tls.crt` and `tls.key` (a mounted
+    /// `kubernetes.io/tls` Secret); overrides `webhook.certFile` and `webhook.keyFile`.
+    #[arg(long, env = "KFP_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -74,6 +81,13 @@ impl RunArgs {
         }
         if let Some(addr) = self.events_addr {
             config.events.listen_addr = addr;
+        }
+        if let Some(addr) = self.webhook_addr {
+            config.webhook.listen_addr = Some(addr);
+        }
+        if let Some(dir) = &self.webhook_cert_dir {
+            config.webhook.cert_file = Some(dir.join("tls.crt"));
+            config.webhook.key_file = Some(dir.join("tls.key"));
         }
         config.validate()?;
         Ok(config)

@@ -10,9 +10,7 @@ use std::time::Duration;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
-use kfp_operator::tools::deploy::{
-    CHART_CRD_PLACEHOLDERS, CHART_PLACEHOLDERS, Installation, generated_files,
-};
+use kfp_operator::tools::deploy::{Installation, generated_files};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -39,38 +37,70 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The chart's templates with the values a `helm install <release> -n <namespace>` with the
-/// default values gives, substituted for the template expressions.
-fn render_chart(release: &str, namespace: &str) -> Vec<Value> {
-    let root = support::repo_root().join("charts/kfp-operator");
-    let chart: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(root.join("Chart.yaml")).unwrap()).unwrap();
-    let values: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(root.join("values.yaml")).unwrap()).unwrap();
-    let mut text = std::fs::read_to_string(root.join("templates/kfp-operator.yaml")).unwrap();
-    let tag =
-        values["image"]["tag"].as_str().filter(|t| !t.is_empty()).or(chart["appVersion"].as_str()).unwrap();
-    let config = serde_saphyr::to_string(&values["config"]).unwrap();
-    for (_, expression) in CHART_PLACEHOLDERS {
-        let rendered = match expression {
-            "{{ .Release.Namespace }}" => namespace.to_owned(),
-            "{{ .Release.Name }}" => release.to_owned(),
-            "{{ .Values.image.pullPolicy }}" => values["image"]["pullPolicy"].as_str().unwrap().to_owned(),
-            "{{ toYaml .Values.config | toJson }}" => serde_json::to_string(&config).unwrap(),
-            image if image.contains(".Values.image.repository") => {
-                format!("\"{}:{tag}\"", values["image"]["repository"].as_str().unwrap())
-            }
-            other => panic!("the chart uses an expression this test cannot render: {other}"),
-        };
-        text = text.replace(expression, &rendered);
+/// Each object of a rendered installation, with its configuration file parsed (the chart writes
+/// it with `toYaml`, the code by hand).
+fn comparable(mut objects: Vec<Value>) -> Vec<Value> {
+    for object in &mut objects {
+        if let Some(config) = object.pointer_mut("/data/operator.yaml") {
+            let parsed: Value = serde_saphyr::from_str(config.as_str().unwrap()).unwrap();
+            *config = parsed;
+        }
     }
-    assert!(!text.contains("{{"), "every template expression is rendered");
-    documents(&text)
+    objects
+}
+
+fn crds_of(rendered: &[Value]) -> Vec<Value> {
+    rendered.iter().filter(|o| o["kind"] == "CustomResourceDefinition").cloned().collect()
+}
+
+fn installation_of(rendered: &[Value]) -> Vec<Value> {
+    rendered
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition" && o["apiVersion"] != "cert-manager.io/v1")
+        .cloned()
+        .collect()
+}
+
+/// The CRDs the chart should install: the code's, calling the release's Service, with this CA
+/// bundle and cert-manager annotation.
+fn expected_crds(release: &str, namespace: &str, ca_bundle: &str, inject_ca_from: &str) -> Vec<Value> {
+    let mut expected: Vec<Value> =
+        kfp_operator::api::crd::all().iter().map(|crd| serde_json::to_value(crd).unwrap()).collect();
+    for crd in &mut expected {
+        crd["metadata"]["annotations"] = if inject_ca_from.is_empty() {
+            json!({})
+        } else {
+            json!({"cert-manager.io/inject-ca-from": inject_ca_from})
+        };
+        let client = crd.pointer_mut("/spec/conversion/webhook/clientConfig").unwrap();
+        client["service"]["namespace"] = json!(namespace);
+        client["service"]["name"] = json!(release);
+        client["caBundle"] = json!(ca_bundle);
+    }
+    expected
+}
+
+fn assert_same_objects(rendered: &[Value], expected: &[Value]) {
+    assert_eq!(
+        rendered.len(),
+        expected.len(),
+        "{:?}",
+        rendered.iter().map(kind_and_name).collect::<Vec<_>>()
+    );
+    for (rendered, expected) in rendered.iter().zip(expected) {
+        assert!(
+            normalised(rendered) == normalised(expected),
+            "{:?} renders as expected:\n{}\nexpected:\n{}",
+            kind_and_name(expected),
+            serde_saphyr::to_string(rendered).unwrap(),
+            serde_saphyr::to_string(expected).unwrap()
+        );
+    }
 }
 
 #[test]
 fn the_chart_renders_to_the_plain_installation() {
-    let rendered = render_chart("kfp", "ml-ops");
+    let rendered = support::chart::render("kfp", "ml-ops", &json!({})).unwrap();
     let expected = Installation {
         namespace: "ml-ops".into(),
         name: "kfp".into(),
@@ -78,66 +108,66 @@ fn the_chart_renders_to_the_plain_installation() {
         config: "namespaces: []\n".into(),
         ..Installation::default()
     };
-    assert_eq!(rendered, expected.objects(false).unwrap());
-}
-
-/// The chart's CRD template as `helm install <release> -n <namespace>` renders it with the given
-/// `conversion` values.
-fn render_chart_crds(release: &str, namespace: &str, ca_bundle: &str, inject_ca_from: &str) -> Vec<Value> {
-    let mut text =
-        std::fs::read_to_string(support::repo_root().join("charts/kfp-operator/templates/crds.yaml"))
-            .unwrap();
-    let annotations = if inject_ca_from.is_empty() {
-        "{}".to_owned()
-    } else {
-        json!({"cert-manager.io/inject-ca-from": inject_ca_from}).to_string()
-    };
-    for (_, expression) in CHART_PLACEHOLDERS.iter().chain(&CHART_CRD_PLACEHOLDERS) {
-        let rendered = match *expression {
-            "{{ .Release.Namespace }}" => namespace.to_owned(),
-            "{{ .Release.Name }}" => release.to_owned(),
-            "{{ .Values.conversion.caBundle | quote }}" => json!(ca_bundle).to_string(),
-            annotation if annotation.contains(".Values.conversion.injectCaFrom") => annotations.clone(),
-            _ => continue,
-        };
-        text = text.replace(expression, &rendered);
-    }
-    assert!(!text.contains("{{"), "every template expression is rendered");
-    documents(&text)
+    assert_eq!(comparable(installation_of(&rendered)), comparable(expected.objects(false).unwrap()));
+    assert!(!rendered.iter().any(|o| o["apiVersion"] == "cert-manager.io/v1"), "no cert-manager objects");
+    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", ""));
 }
 
 #[test]
-fn the_charts_crds_call_the_releases_webhook_trusting_the_configured_ca() {
+fn the_charts_webhook_serves_with_a_certificate_from_cert_manager() {
+    let values = json!({"webhook": {"enabled": true, "certManager": true}});
+    let rendered = support::chart::render("kfp", "ml-ops", &values).unwrap();
+    let expected = Installation {
+        namespace: "ml-ops".into(),
+        name: "kfp".into(),
+        image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
+        config: "namespaces: []\n".into(),
+        webhook_tls_secret: Some("kfp-webhook-tls".into()),
+        ..Installation::default()
+    };
+    assert_eq!(comparable(installation_of(&rendered)), comparable(expected.objects(false).unwrap()));
+    let args = rendered
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .and_then(|d| d.pointer("/spec/template/spec/containers/0/args"))
+        .unwrap()
+        .clone();
+    assert!(args.as_array().unwrap().windows(2).any(|w| w[0] == "--webhook-addr" && w[1] == "0.0.0.0:9443"));
+    let cert_manager: Vec<&Value> =
+        rendered.iter().filter(|o| o["apiVersion"] == "cert-manager.io/v1").collect();
+    assert_eq!(cert_manager.len(), 2, "a self-signed Issuer and the Certificate");
+    let certificate = cert_manager.iter().find(|o| o["kind"] == "Certificate").unwrap();
+    assert_eq!(certificate["metadata"], json!({"name": "kfp-webhook", "namespace": "ml-ops"}));
+    assert_eq!(certificate["spec"]["secretName"], "kfp-webhook-tls");
+    assert_eq!(certificate["spec"]["dnsNames"][0], "kfp.ml-ops.svc", "the name the CRDs' webhook calls");
+    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", "ml-ops/kfp-webhook"));
+}
+
+#[test]
+fn the_charts_webhook_serves_with_a_given_secret_and_ca() {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
-    for (ca_bundle, inject_ca_from) in [("", ""), (encoded.as_str(), ""), ("", "ml-ops/kfp-webhook")] {
-        let rendered = render_chart_crds("kfp", "ml-ops", ca_bundle, inject_ca_from);
-        let mut expected: Vec<Value> =
-            kfp_operator::api::crd::all().iter().map(|crd| serde_json::to_value(crd).unwrap()).collect();
-        for crd in &mut expected {
-            crd["metadata"]["annotations"] = if inject_ca_from.is_empty() {
-                json!({})
-            } else {
-                json!({"cert-manager.io/inject-ca-from": inject_ca_from})
-            };
-            let client = crd.pointer_mut("/spec/conversion/webhook/clientConfig").unwrap();
-            client["service"]["namespace"] = json!("ml-ops");
-            client["service"]["name"] = json!("kfp");
-            client["caBundle"] = json!(ca_bundle);
-        }
-        assert_eq!(rendered.len(), 6, "the chart installs the six CRDs");
-        for (rendered, expected) in rendered.iter().zip(&expected) {
-            assert!(
-                normalised(rendered) == normalised(expected),
-                "{:?} renders as expected",
-                kind_and_name(expected)
-            );
-        }
-    }
-    let crds = render_chart_crds("kfp", "ml-ops", &encoded, "");
+    let values =
+        json!({"webhook": {"enabled": true, "tlsSecret": "ops-tls"}, "conversion": {"caBundle": encoded}});
+    let rendered = support::chart::render("kfp", "ml-ops", &values).unwrap();
+    let volumes = rendered
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .and_then(|d| d.pointer("/spec/template/spec/volumes"))
+        .unwrap()
+        .clone();
+    assert_eq!(volumes[1], json!({"name": "webhook-tls", "secret": {"secretName": "ops-tls"}}));
+    assert!(!rendered.iter().any(|o| o["apiVersion"] == "cert-manager.io/v1"), "no cert-manager objects");
+    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", &encoded, ""));
+    let injected = json!({"conversion": {"injectCaFrom": "certs/ops-ca"}});
+    let rendered = support::chart::render("kfp", "ml-ops", &injected).unwrap();
+    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", "certs/ops-ca"));
     let output = support::kubectl_with_input(
         &["apply", "--dry-run=server", "-f", "-"],
-        &crds.iter().map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).unwrap())).collect::<String>(),
+        &crds_of(&rendered)
+            .iter()
+            .map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).unwrap()))
+            .collect::<String>(),
     );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
@@ -192,13 +222,17 @@ fn the_kustomize_base_and_overlay_render() {
 fn the_webhook_overlay_configures_the_operator_and_the_apiserver() {
     let overlay = kustomize("deploy/overlays/webhook");
     let find = |kind: &str| overlay.iter().find(|o| o["kind"] == kind).unwrap().clone();
-    let config: kfp_operator::config::OperatorConfig =
-        serde_saphyr::from_str(find("ConfigMap")["data"]["operator.yaml"].as_str().unwrap()).unwrap();
-    config.validate().unwrap();
-    assert_eq!(config.webhook.listen_addr, Some("0.0.0.0:9443".parse().unwrap()));
-    let container = &find("Deployment")["spec"]["template"]["spec"]["containers"][0];
-    let mounts = container["volumeMounts"].as_array().unwrap();
-    assert!(mounts.iter().any(|m| m["mountPath"] == "/etc/kfp-operator/tls"), "{mounts:?}");
+    let serving = Installation {
+        webhook_tls_secret: Some("kfp-operator-webhook-tls".into()),
+        ..Installation::default()
+    };
+    assert_eq!(
+        normalised(&find("Deployment")),
+        normalised(&serde_json::to_value(serving.deployment()).unwrap())
+    );
+    let service =
+        overlay.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "kfp-operator").unwrap();
+    assert_eq!(normalised(service), normalised(&serde_json::to_value(serving.service()).unwrap()));
     let webhook = find("ValidatingWebhookConfiguration");
     let output = support::kubectl_with_input(
         &["apply", "--dry-run=server", "-f", "-"],

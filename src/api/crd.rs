@@ -14,7 +14,8 @@ pub const CONVERSION_SERVICE: (&str, &str, i32) = ("kfp-operator-system", "kfp-o
 /// The conversion webhook's path.
 pub const CONVERSION_PATH: &str = "/convert";
 
-/// `hub` serving also the versions of `spokes`, converted by the webhook.
+/// `hub` serving also the versions of `spokes`, converted by the webhook. The spokes show the
+/// hub's columns, but v1alpha5, which names no provider, shows the provider's id instead.
 fn with_spokes(
     mut hub: CustomResourceDefinition,
     spokes: [CustomResourceDefinition; 2],
@@ -22,8 +23,16 @@ fn with_spokes(
     for spoke in spokes {
         for mut version in spoke.spec.versions {
             version.storage = false;
-            version.additional_printer_columns =
-                hub.spec.versions.first().and_then(|v| v.additional_printer_columns.clone());
+            let mut columns = hub.spec.versions.first().and_then(|v| v.additional_printer_columns.clone());
+            if version.name == v1alpha5::VERSION {
+                for column in columns.iter_mut().flatten() {
+                    if column.json_path == ".status.provider.name" {
+                        column.name = "ProviderId".into();
+                        column.json_path = ".status.providerId".into();
+                    }
+                }
+            }
+            version.additional_printer_columns = columns;
             hub.spec.versions.push(version);
         }
     }

@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -31,7 +31,10 @@ pub const DEFAULT_NAMESPACE: &str = "kfp-operator-system";
 pub const ADMIN_PORT: i32 = 8081;
 /// The port of `POST /events` in the pod.
 pub const EVENTS_PORT: i32 = 8082;
+/// The port of the webhook (`/convert`, `/validate`, HTTPS) in the pod and on the Service.
+pub const WEBHOOK_PORT: i32 = 9443;
 const CONFIG_DIR: &str = "/etc/kfp-operator";
+const WEBHOOK_CERT_DIR: &str = "/etc/kfp-operator/tls";
 /// The configuration of a plain installation: every setting at its default.
 pub const DEFAULT_CONFIG: &str =
     "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n";
@@ -49,6 +52,9 @@ pub struct Installation {
     pub image_pull_policy: String,
     /// The operator configuration file (YAML), without the listen addresses, which are fixed.
     pub config: String,
+    /// Serve the webhook on [`WEBHOOK_PORT`] with the serving certificate of this
+    /// `kubernetes.io/tls` Secret; the CRDs' conversion webhook calls it.
+    pub webhook_tls_secret: Option<String>,
 }
 
 impl Default for Installation {
@@ -59,6 +65,7 @@ impl Default for Installation {
             image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
             image_pull_policy: "IfNotPresent".into(),
             config: DEFAULT_CONFIG.into(),
+            webhook_tls_secret: None,
         }
     }
 }
@@ -206,21 +213,60 @@ impl Installation {
             }),
             ..EnvVarSource::default()
         };
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--log-json".into(),
+            "--leader-elect".into(),
+            "--admin-addr".into(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
+            "--events-addr".into(),
+            format!("0.0.0.0:{EVENTS_PORT}"),
+            "--config".into(),
+            format!("{CONFIG_DIR}/operator.yaml"),
+        ];
+        let mut ports = vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)];
+        let mut mounts = vec![VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }];
+        let mut volumes = vec![Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: self.name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }];
+        if let Some(secret) = &self.webhook_tls_secret {
+            args.extend([
+                "--webhook-addr".into(),
+                format!("0.0.0.0:{WEBHOOK_PORT}"),
+                "--webhook-cert-dir".into(),
+                WEBHOOK_CERT_DIR.into(),
+            ]);
+            ports.push(port("webhook", WEBHOOK_PORT));
+            mounts.push(VolumeMount {
+                name: "webhook-tls".into(),
+                mount_path: WEBHOOK_CERT_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            volumes.push(Volume {
+                name: "webhook-tls".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
         let container = Container {
             name: "operator".into(),
             image: Some(self.image.clone()),
             image_pull_policy: Some(self.image_pull_policy.clone()),
-            args: Some(vec![
-                "run".into(),
-                "--log-json".into(),
-                "--leader-elect".into(),
-                "--admin-addr".into(),
-                format!("0.0.0.0:{ADMIN_PORT}"),
-                "--events-addr".into(),
-                format!("0.0.0.0:{EVENTS_PORT}"),
-                "--config".into(),
-                format!("{CONFIG_DIR}/operator.yaml"),
-            ]),
+            args: Some(args),
             env: Some(vec![
                 EnvVar {
                     name: "POD_NAME".into(),
@@ -233,7 +279,7 @@ impl Installation {
                     ..EnvVar::default()
                 },
             ]),
-            ports: Some(vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)]),
+            ports: Some(ports),
             liveness_probe: Some(probe("/livez")),
             readiness_probe: Some(probe("/readyz")),
             resources: Some(ResourceRequirements {
@@ -253,12 +299,7 @@ impl Installation {
                 }),
                 ..SecurityContext::default()
             }),
-            volume_mounts: Some(vec![VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(mounts),
             ..Container::default()
         };
         let labels = self.labels();
@@ -287,14 +328,7 @@ impl Installation {
                             ..PodSecurityContext::default()
                         }),
                         containers: vec![container],
-                        volumes: Some(vec![Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: self.name.clone(),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        }]),
+                        volumes: Some(volumes),
                         ..PodSpec::default()
                     }),
                 },
@@ -324,13 +358,18 @@ impl Installation {
         }
     }
 
-    /// The Service of `POST /events` (port `events`), for the provider services.
+    /// The Service of `POST /events` (port `events`), for the provider services, and of the
+    /// webhook (port `webhook`) when it is served.
     pub fn service(&self) -> Service {
+        let mut ports = vec![Self::service_port("events", EVENTS_PORT, "events")];
+        if self.webhook_tls_secret.is_some() {
+            ports.push(Self::service_port("webhook", WEBHOOK_PORT, "webhook"));
+        }
         Service {
             metadata: self.metadata(true),
             spec: Some(ServiceSpec {
                 selector: Some(self.labels()),
-                ports: Some(vec![Self::service_port("events", EVENTS_PORT, "events")]),
+                ports: Some(ports),
                 ..ServiceSpec::default()
             }),
             status: None,
@@ -401,12 +440,23 @@ pub const CHART_CRD_PLACEHOLDERS: [(&str, &str); 2] = [
     (
         "__KFP_CRD_ANNOTATIONS__",
         "{{ if .Values.conversion.injectCaFrom }}{{ dict \"cert-manager.io/inject-ca-from\" \
-         .Values.conversion.injectCaFrom | toJson }}{{ else }}{}{{ end }}",
+         .Values.conversion.injectCaFrom | toJson }}{{ else if and .Values.webhook.enabled \
+         .Values.webhook.certManager }}{{ dict \"cert-manager.io/inject-ca-from\" (printf \"%s/%s-webhook\" \
+         .Release.Namespace .Release.Name) | toJson }}{{ else }}{}{{ end }}",
     ),
 ];
 
+/// The chart's webhook Secret: `webhook.tlsSecret`, else the one cert-manager issues.
+pub const CHART_WEBHOOK_SECRET: (&str, &str) = (
+    "__KFP_WEBHOOK_SECRET__",
+    "{{ .Values.webhook.tlsSecret | default (printf \"%s-webhook-tls\" .Release.Name) }}",
+);
+
+/// The condition under which the chart serves the webhook.
+const CHART_WEBHOOK_ENABLED: &str = ".Values.webhook.enabled";
+
 /// The CRDs as the chart's template: their conversion webhook is the release's Service, trusting
-/// the CA of the `conversion` values.
+/// the CA of the `conversion` values, or cert-manager's when it issues the certificate.
 pub fn chart_crds() -> anyhow::Result<String> {
     let mut out = String::new();
     for crd in crate::api::crd::all() {
@@ -427,15 +477,133 @@ pub fn chart_crds() -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The chart's `values.yaml`: the image and the operator configuration.
-pub const CHART_VALUES: &str = "# The operator image; the tag defaults to the chart's appVersion.\nimage:\n  repository: \
-         ghcr.io/kfp-operator/kfp-operator\n  tag: \"\"\n  pullPolicy: IfNotPresent\n\n# The operator \
-         configuration (see the README's Configuration section); every setting is optional.\n# The listen \
-         addresses are set by the chart.\nconfig:\n  namespaces: []\n\n# The CRDs' conversion webhook (v1alpha5 and \
-         v1alpha6 to and from v1beta1) is the operator's /convert\n# on port 9443 of the release's Service. \
-         The CA that signed the webhook's serving certificate:\n# either its PEM, base64-encoded, or the \
-         cert-manager Certificate (namespace/name) whose CA\n# cert-manager's cainjector injects into the \
-         CRDs.\nconversion:\n  caBundle: \"\"\n  injectCaFrom: \"\"\n";
+/// `with` as a template of `without`: the lines `with` adds are kept only under `condition`.
+/// Fails when `with` changes or removes a line of `without`, which a condition cannot express.
+fn conditional_lines(without: &str, with: &str, condition: &str) -> anyhow::Result<String> {
+    let (old, new): (Vec<&str>, Vec<&str>) = (without.lines().collect(), with.lines().collect());
+    // common[i][j]: the longest common subsequence of old[i..] and new[j..].
+    let mut common = vec![vec![0_usize; new.len() + 1]; old.len() + 1];
+    for i in (0..old.len()).rev() {
+        for j in (0..new.len()).rev() {
+            common[i][j] = if old[i] == new[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    if common[0][0] != old.len() {
+        anyhow::bail!("the conditional part changes lines instead of adding them");
+    }
+    let (mut i, mut out, mut open) = (0, String::new(), false);
+    for (j, line) in new.iter().enumerate() {
+        let kept = i < old.len() && old[i] == *line && common[i][j] == common[i + 1][j + 1] + 1;
+        if kept == open {
+            if kept {
+                out.push_str("{{- end }}\n");
+            } else {
+                out.push_str(&format!("{{{{- if {condition} }}}}\n"));
+            }
+            open = !kept;
+        }
+        if kept {
+            i += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if open {
+        out.push_str("{{- end }}\n");
+    }
+    Ok(out)
+}
+
+/// The chart's templates of the installation: [`Installation`] with the placeholders, the
+/// webhook's parts under `webhook.enabled`.
+fn chart_installation() -> anyhow::Result<String> {
+    let sentinels = Installation {
+        namespace: CHART_PLACEHOLDERS[0].0.into(),
+        name: CHART_PLACEHOLDERS[1].0.into(),
+        image: CHART_PLACEHOLDERS[2].0.into(),
+        image_pull_policy: CHART_PLACEHOLDERS[3].0.into(),
+        config: CHART_PLACEHOLDERS[4].0.into(),
+        webhook_tls_secret: None,
+    };
+    let serving =
+        Installation { webhook_tls_secret: Some(CHART_WEBHOOK_SECRET.0.into()), ..sentinels.clone() };
+    let mut templates =
+        conditional_lines(&sentinels.to_yaml(false)?, &serving.to_yaml(false)?, CHART_WEBHOOK_ENABLED)?;
+    for (sentinel, expression) in CHART_PLACEHOLDERS.iter().chain([&CHART_WEBHOOK_SECRET]) {
+        templates = templates.replace(sentinel, expression);
+    }
+    Ok(templates)
+}
+
+/// The chart's cert-manager objects for the webhook: a self-signed Issuer and the serving
+/// Certificate for the release's Service, whose CA the CRDs' annotation asks to inject.
+fn chart_webhook_certificate() -> anyhow::Result<String> {
+    let (namespace, release) = (CHART_PLACEHOLDERS[0].0, CHART_PLACEHOLDERS[1].0);
+    let metadata = serde_json::json!({"name": format!("{release}-webhook"), "namespace": namespace});
+    let issuer = serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Issuer",
+        "metadata": metadata,
+        "spec": {"selfSigned": {}},
+    });
+    let certificate = serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": metadata,
+        "spec": {
+            "secretName": CHART_WEBHOOK_SECRET.0,
+            "dnsNames": [
+                format!("{release}.{namespace}.svc"),
+                format!("{release}.{namespace}.svc.cluster.local"),
+            ],
+            "issuerRef": {"name": format!("{release}-webhook"), "kind": "Issuer"},
+        },
+    });
+    let mut out = format!(
+        "{{{{- if and {CHART_WEBHOOK_ENABLED} .Values.webhook.certManager }}}}\n---\n{}---\n{}{{{{- end }}}}\n",
+        serde_saphyr::to_string(&issuer)?,
+        serde_saphyr::to_string(&certificate)?
+    );
+    for (sentinel, expression) in CHART_PLACEHOLDERS.iter().chain([&CHART_WEBHOOK_SECRET]) {
+        out = out.replace(sentinel, expression);
+    }
+    Ok(out)
+}
+
+/// The chart's `values.yaml`: the image, the operator configuration and the webhook.
+pub const CHART_VALUES: &str = "# The operator image; the tag defaults to the chart's appVersion.
+image:
+  repository: ghcr.io/kfp-operator/kfp-operator
+  tag: \"\"
+  pullPolicy: IfNotPresent
+
+# The operator configuration (see the README's Configuration section); every setting is optional.
+# The listen addresses are set by the chart.
+config:
+  namespaces: []
+
+# The webhook (HTTPS on port 9443 of the release's Service): the CRDs' conversion webhook, which
+# serves v1alpha5 and v1alpha6 (v1beta1 needs no conversion), and `/validate`.
+webhook:
+  enabled: false
+  # The kubernetes.io/tls Secret with its serving certificate, for the DNS name
+  # <release>.<namespace>.svc; its CA goes in conversion.caBundle. Defaults to <release>-webhook-tls.
+  tlsSecret: \"\"
+  # Have cert-manager issue that Secret (a self-signed Issuer and a Certificate) and inject its CA
+  # into the CRDs; needs cert-manager in the cluster.
+  certManager: false
+
+# The CA the CRDs' conversion webhook trusts: its PEM, base64-encoded, or the cert-manager
+# Certificate (namespace/name) whose CA cert-manager's cainjector injects into the CRDs (set by
+# webhook.certManager).
+conversion:
+  caBundle: \"\"
+  injectCaFrom: \"\"
+";
 
 const GENERATED: &str = "# Generated by `kfp-operator manifests --write-files .`; do not edit.";
 
@@ -558,17 +726,7 @@ pub fn generated_files() -> anyhow::Result<Vec<(String, String)>> {
             format!("{GENERATED}\n{}", Installation::default().to_yaml(true)?),
         ),
     ];
-    let sentinels = Installation {
-        namespace: CHART_PLACEHOLDERS[0].0.into(),
-        name: CHART_PLACEHOLDERS[1].0.into(),
-        image: CHART_PLACEHOLDERS[2].0.into(),
-        image_pull_policy: CHART_PLACEHOLDERS[3].0.into(),
-        config: CHART_PLACEHOLDERS[4].0.into(),
-    };
-    let mut templates = sentinels.to_yaml(false)?;
-    for (sentinel, expression) in CHART_PLACEHOLDERS {
-        templates = templates.replace(sentinel, expression);
-    }
+    let templates = chart_installation()?;
     files.push((
         "charts/kfp-operator/Chart.yaml".into(),
         format!(
@@ -584,6 +742,10 @@ pub fn generated_files() -> anyhow::Result<Vec<(String, String)>> {
         format!("{GENERATED}\n{templates}"),
     ));
     files.push(("charts/kfp-operator/templates/crds.yaml".into(), format!("{GENERATED}\n{}", chart_crds()?)));
+    files.push((
+        "charts/kfp-operator/templates/webhook-certificate.yaml".into(),
+        format!("{GENERATED}\n{}", chart_webhook_certificate()?),
+    ));
     Ok(files)
 }
 

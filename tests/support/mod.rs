@@ -478,6 +478,7 @@ impl StatusWrites {
     }
 }
 
+pub mod chart;
 pub mod fixtures;
 pub mod operator;
 pub mod provider_service;
