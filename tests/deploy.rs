@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 mod support;
 
+use support::chart::{kind_and_name, normalised};
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
@@ -37,161 +39,10 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Each object of a rendered installation, with its configuration file parsed (the chart writes
-/// it with `toYaml`, the code by hand).
-fn comparable(mut objects: Vec<Value>) -> Vec<Value> {
-    for object in &mut objects {
-        if let Some(config) = object.pointer_mut("/data/operator.yaml") {
-            let parsed: Value = serde_saphyr::from_str(config.as_str().unwrap()).unwrap();
-            *config = parsed;
-        }
-    }
-    objects
-}
-
-fn crds_of(rendered: &[Value]) -> Vec<Value> {
-    rendered.iter().filter(|o| o["kind"] == "CustomResourceDefinition").cloned().collect()
-}
-
-fn installation_of(rendered: &[Value]) -> Vec<Value> {
-    rendered
-        .iter()
-        .filter(|o| o["kind"] != "CustomResourceDefinition" && o["apiVersion"] != "cert-manager.io/v1")
-        .cloned()
-        .collect()
-}
-
-/// The CRDs the chart should install: the code's, calling the release's Service, with this CA
-/// bundle and cert-manager annotation.
-fn expected_crds(release: &str, namespace: &str, ca_bundle: &str, inject_ca_from: &str) -> Vec<Value> {
-    let mut expected: Vec<Value> =
-        kfp_operator::api::crd::all().iter().map(|crd| serde_json::to_value(crd).unwrap()).collect();
-    for crd in &mut expected {
-        crd["metadata"]["annotations"] = if inject_ca_from.is_empty() {
-            json!({})
-        } else {
-            json!({"cert-manager.io/inject-ca-from": inject_ca_from})
-        };
-        let client = crd.pointer_mut("/spec/conversion/webhook/clientConfig").unwrap();
-        client["service"]["namespace"] = json!(namespace);
-        client["service"]["name"] = json!(release);
-        client["caBundle"] = json!(ca_bundle);
-    }
-    expected
-}
-
-fn assert_same_objects(rendered: &[Value], expected: &[Value]) {
-    assert_eq!(
-        rendered.len(),
-        expected.len(),
-        "{:?}",
-        rendered.iter().map(kind_and_name).collect::<Vec<_>>()
-    );
-    for (rendered, expected) in rendered.iter().zip(expected) {
-        assert!(
-            normalised(rendered) == normalised(expected),
-            "{:?} renders as expected:\n{}\nexpected:\n{}",
-            kind_and_name(expected),
-            serde_saphyr::to_string(rendered).unwrap(),
-            serde_saphyr::to_string(expected).unwrap()
-        );
-    }
-}
-
-#[test]
-fn the_chart_renders_to_the_plain_installation() {
-    let rendered = support::chart::render("kfp", "ml-ops", &json!({})).unwrap();
-    let expected = Installation {
-        namespace: "ml-ops".into(),
-        name: "kfp".into(),
-        image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
-        config: "namespaces: []\n".into(),
-        ..Installation::default()
-    };
-    assert_eq!(comparable(installation_of(&rendered)), comparable(expected.objects(false).unwrap()));
-    assert!(!rendered.iter().any(|o| o["apiVersion"] == "cert-manager.io/v1"), "no cert-manager objects");
-    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", ""));
-}
-
-#[test]
-fn the_charts_webhook_serves_with_a_certificate_from_cert_manager() {
-    let values = json!({"webhook": {"enabled": true, "certManager": true}});
-    let rendered = support::chart::render("kfp", "ml-ops", &values).unwrap();
-    let expected = Installation {
-        namespace: "ml-ops".into(),
-        name: "kfp".into(),
-        image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
-        config: "namespaces: []\n".into(),
-        webhook_tls_secret: Some("kfp-webhook-tls".into()),
-        ..Installation::default()
-    };
-    assert_eq!(comparable(installation_of(&rendered)), comparable(expected.objects(false).unwrap()));
-    let args = rendered
-        .iter()
-        .find(|o| o["kind"] == "Deployment")
-        .and_then(|d| d.pointer("/spec/template/spec/containers/0/args"))
-        .unwrap()
-        .clone();
-    assert!(args.as_array().unwrap().windows(2).any(|w| w[0] == "--webhook-addr" && w[1] == "0.0.0.0:9443"));
-    let cert_manager: Vec<&Value> =
-        rendered.iter().filter(|o| o["apiVersion"] == "cert-manager.io/v1").collect();
-    assert_eq!(cert_manager.len(), 2, "a self-signed Issuer and the Certificate");
-    let certificate = cert_manager.iter().find(|o| o["kind"] == "Certificate").unwrap();
-    assert_eq!(certificate["metadata"], json!({"name": "kfp-webhook", "namespace": "ml-ops"}));
-    assert_eq!(certificate["spec"]["secretName"], "kfp-webhook-tls");
-    assert_eq!(certificate["spec"]["dnsNames"][0], "kfp.ml-ops.svc", "the name the CRDs' webhook calls");
-    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", "ml-ops/kfp-webhook"));
-}
-
-#[test]
-fn the_charts_webhook_serves_with_a_given_secret_and_ca() {
-    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
-    let values =
-        json!({"webhook": {"enabled": true, "tlsSecret": "ops-tls"}, "conversion": {"caBundle": encoded}});
-    let rendered = support::chart::render("kfp", "ml-ops", &values).unwrap();
-    let volumes = rendered
-        .iter()
-        .find(|o| o["kind"] == "Deployment")
-        .and_then(|d| d.pointer("/spec/template/spec/volumes"))
-        .unwrap()
-        .clone();
-    assert_eq!(volumes[1], json!({"name": "webhook-tls", "secret": {"secretName": "ops-tls"}}));
-    assert!(!rendered.iter().any(|o| o["apiVersion"] == "cert-manager.io/v1"), "no cert-manager objects");
-    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", &encoded, ""));
-    let injected = json!({"conversion": {"injectCaFrom": "certs/ops-ca"}});
-    let rendered = support::chart::render("kfp", "ml-ops", &injected).unwrap();
-    assert_same_objects(&crds_of(&rendered), &expected_crds("kfp", "ml-ops", "", "certs/ops-ca"));
-    let output = support::kubectl_with_input(
-        &["apply", "--dry-run=server", "-f", "-"],
-        &crds_of(&rendered)
-            .iter()
-            .map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).unwrap()))
-            .collect::<String>(),
-    );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-}
-
 fn kustomize(dir: &str) -> Vec<Value> {
     let output = support::kubectl(&["kustomize", support::repo_root().join(dir).to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     documents(&String::from_utf8(output.stdout).unwrap())
-}
-
-/// Numbers as YAML writers differ on them (`0` and `0.0`).
-fn normalised(value: &Value) -> Value {
-    match value {
-        Value::Number(n) => {
-            n.as_f64().filter(|f| f.fract() == 0.0).map_or(value.clone(), |f| json!(f as i64))
-        }
-        Value::Array(items) => Value::Array(items.iter().map(normalised).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalised(v))).collect()),
-        other => other.clone(),
-    }
-}
-
-fn kind_and_name(object: &Value) -> (String, String) {
-    (object["kind"].as_str().unwrap().to_owned(), object["metadata"]["name"].as_str().unwrap().to_owned())
 }
 
 #[test]
@@ -405,4 +256,50 @@ fn the_local_overlay_runs_the_base_on_the_host_network() {
         assert_eq!(container[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
     }
+}
+
+#[test]
+fn the_monitoring_and_network_policy_overlays_add_their_objects_to_the_base() {
+    let installation = Installation::default();
+    let monitoring = kustomize("deploy/overlays/monitoring");
+    let kinds: Vec<(String, String)> = monitoring
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .map(kind_and_name)
+        .filter(|(kind, _)| ["ServiceMonitor", "PrometheusRule", "ConfigMap"].contains(&kind.as_str()))
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    let monitor = monitoring.iter().find(|o| o["kind"] == "ServiceMonitor").unwrap();
+    let metrics = serde_json::to_value(installation.metrics_service()).unwrap();
+    assert_eq!(monitor["spec"]["selector"]["matchLabels"], metrics["metadata"]["labels"]);
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], metrics["spec"]["ports"][0]["name"]);
+    let dashboard = monitoring.iter().find(|o| o["metadata"]["name"] == "kfp-operator-dashboard").unwrap();
+    let on_disk: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            support::repo_root().join("deploy/overlays/monitoring/kfp-operator-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let in_config_map: Value =
+        serde_json::from_str(dashboard["data"]["kfp-operator.json"].as_str().unwrap()).unwrap();
+    assert_eq!(in_config_map, on_disk);
+
+    let policy_overlay = kustomize("deploy/overlays/network-policy");
+    let policy = policy_overlay.iter().find(|o| o["kind"] == "NetworkPolicy").unwrap();
+    let output = support::kubectl_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        &serde_saphyr::to_string(policy).unwrap(),
+    );
+    assert!(
+        output.status.success(),
+        "the API server takes the NetworkPolicy: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deployment = serde_json::to_value(installation.deployment()).unwrap();
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&policy["spec"]["podSelector"]["matchLabels"], pod_labels, "it selects the operator's pod");
+    let ports: Vec<&Value> =
+        policy["spec"]["ingress"].as_array().unwrap().iter().map(|r| &r["ports"][0]["port"]).collect();
+    assert_eq!(ports, [&json!("events"), &json!("admin")], "in: only the events and metrics ports");
 }

@@ -15,11 +15,15 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
     ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
@@ -40,7 +44,7 @@ pub const DEFAULT_CONFIG: &str =
     "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n";
 
 /// What varies between installations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Installation {
     /// The namespace the operator runs in.
     pub namespace: String,
@@ -55,6 +59,31 @@ pub struct Installation {
     /// Serve the webhook on [`WEBHOOK_PORT`] with the serving certificate of this
     /// `kubernetes.io/tls` Secret; the CRDs' conversion webhook calls it.
     pub webhook_tls_secret: Option<String>,
+    pub replicas: i32,
+    /// Elect a leader on a Lease (`--leader-elect`); needed with more than one replica.
+    pub leader_election: bool,
+    /// A Secret with the sinks' credentials (NATS creds, nkey seed, TLS files), mounted at
+    /// [`SINK_CREDENTIALS_DIR`] for the configuration to name its files.
+    pub sink_credentials_secret: Option<String>,
+    pub resources: ResourceRequirements,
+}
+
+/// Where the operator image is published; its tag is the version.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/kfp-operator/kfp-operator";
+
+/// Where the sinks' credentials Secret is mounted.
+pub const SINK_CREDENTIALS_DIR: &str = "/etc/kfp-operator/credentials";
+
+/// The operator container's default requests and limits.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".into())),
+            ("memory".to_owned(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("512Mi".into()))])),
+        ..ResourceRequirements::default()
+    }
 }
 
 impl Default for Installation {
@@ -62,10 +91,48 @@ impl Default for Installation {
         Self {
             namespace: DEFAULT_NAMESPACE.into(),
             name: "kfp-operator".into(),
-            image: format!("ghcr.io/kfp-operator/kfp-operator:{}", env!("CARGO_PKG_VERSION")),
+            image: format!("{IMAGE_REPOSITORY}:{}", env!("CARGO_PKG_VERSION")),
             image_pull_policy: "IfNotPresent".into(),
             config: DEFAULT_CONFIG.into(),
             webhook_tls_secret: None,
+            replicas: 1,
+            leader_election: true,
+            sink_credentials_secret: None,
+            resources: default_resources(),
+        }
+    }
+}
+
+/// Who may talk to the operator and whom it talks to, for its NetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAccess {
+    /// The namespaces of the provider services, which post completions and which the operator
+    /// calls.
+    pub provider_namespaces: Vec<String>,
+    /// The namespaces that scrape `/metrics`.
+    pub monitoring_namespaces: Vec<String>,
+    /// The namespaces of the NATS servers (the sinks' buses).
+    pub nats_namespaces: Vec<String>,
+    pub nats_port: i32,
+    /// The provider services' port (`providerDefaults.servicePort`).
+    pub provider_service_port: i32,
+    /// Where the API server is; Kubernetes gives pods no selector for it.
+    pub api_server_cidrs: Vec<String>,
+    pub api_server_ports: Vec<i32>,
+}
+
+impl NetworkAccess {
+    /// The defaults of an installation in `namespace`: provider services and NATS there too,
+    /// Prometheus in `monitoring`, the API server anywhere on 443 or 6443.
+    pub fn defaults(namespace: &str) -> Self {
+        Self {
+            provider_namespaces: vec![namespace.to_owned()],
+            monitoring_namespaces: vec!["monitoring".into()],
+            nats_namespaces: vec![namespace.to_owned()],
+            nats_port: 4222,
+            provider_service_port: crate::config::ProviderDefaults::default().service_port,
+            api_server_cidrs: vec!["0.0.0.0/0".into()],
+            api_server_ports: vec![443, 6443],
         }
     }
 }
@@ -123,7 +190,7 @@ impl Installation {
         }
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
+    pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("app.kubernetes.io/name".to_owned(), "kfp-operator".to_owned()),
             ("app.kubernetes.io/instance".to_owned(), self.name.clone()),
@@ -216,7 +283,6 @@ impl Installation {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--log-json".into(),
-            "--leader-elect".into(),
             "--admin-addr".into(),
             format!("0.0.0.0:{ADMIN_PORT}"),
             "--events-addr".into(),
@@ -224,6 +290,9 @@ impl Installation {
             "--config".into(),
             format!("{CONFIG_DIR}/operator.yaml"),
         ];
+        if self.leader_election {
+            args.push("--leader-elect".into());
+        }
         let mut ports = vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)];
         let mut mounts = vec![VolumeMount {
             name: "config".into(),
@@ -239,6 +308,22 @@ impl Installation {
             }),
             ..Volume::default()
         }];
+        if let Some(secret) = &self.sink_credentials_secret {
+            mounts.push(VolumeMount {
+                name: "sink-credentials".into(),
+                mount_path: SINK_CREDENTIALS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            volumes.push(Volume {
+                name: "sink-credentials".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+        }
         if let Some(secret) = &self.webhook_tls_secret {
             args.extend([
                 "--webhook-addr".into(),
@@ -282,14 +367,7 @@ impl Installation {
             ports: Some(ports),
             liveness_probe: Some(probe("/livez")),
             readiness_probe: Some(probe("/readyz")),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity("100m".into())),
-                    ("memory".to_owned(), Quantity("64Mi".into())),
-                ])),
-                limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("512Mi".into()))])),
-                ..ResourceRequirements::default()
-            }),
+            resources: Some(self.resources.clone()),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
@@ -306,7 +384,7 @@ impl Installation {
         Deployment {
             metadata: ObjectMeta { name: Some(self.deployment_name()), ..self.metadata(true) },
             spec: Some(DeploymentSpec {
-                replicas: Some(1),
+                replicas: Some(self.replicas),
                 // One operator at a time: the old one stops (releasing the leader Lease) before
                 // the new one starts; the Lease guards against overlaps all the same.
                 strategy: Some(DeploymentStrategy {
@@ -389,6 +467,84 @@ impl Installation {
         }
     }
 
+    /// The operator's NetworkPolicy: in, only the provider services to `POST /events` and
+    /// monitoring to `/metrics` (and the API server to the webhook when it is served); out, only
+    /// the API server, NATS, the provider services and DNS.
+    pub fn network_policy(&self, access: &NetworkAccess) -> NetworkPolicy {
+        let namespaces = |names: &[String]| NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".into(),
+                    operator: "In".into(),
+                    values: Some(names.to_vec()),
+                }]),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        };
+        let tcp = |port: IntOrString| NetworkPolicyPort {
+            port: Some(port),
+            protocol: Some("TCP".into()),
+            ..NetworkPolicyPort::default()
+        };
+        let named = |name: &str| tcp(IntOrString::String(name.into()));
+        let numbered = |port: i32| tcp(IntOrString::Int(port));
+        let mut ingress = vec![
+            NetworkPolicyIngressRule {
+                from: Some(vec![namespaces(&access.provider_namespaces)]),
+                ports: Some(vec![named("events")]),
+            },
+            NetworkPolicyIngressRule {
+                from: Some(vec![namespaces(&access.monitoring_namespaces)]),
+                ports: Some(vec![named("admin")]),
+            },
+        ];
+        if self.webhook_tls_secret.is_some() {
+            // The API server calls the webhook from outside any pod network.
+            ingress.push(NetworkPolicyIngressRule { from: None, ports: Some(vec![named("webhook")]) });
+        }
+        let api_server = access
+            .api_server_cidrs
+            .iter()
+            .map(|cidr| NetworkPolicyPeer {
+                ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                ..NetworkPolicyPeer::default()
+            })
+            .collect();
+        let dns = NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some("UDP".into()),
+            ..NetworkPolicyPort::default()
+        };
+        let egress = vec![
+            NetworkPolicyEgressRule {
+                to: Some(api_server),
+                ports: Some(access.api_server_ports.iter().copied().map(numbered).collect()),
+            },
+            NetworkPolicyEgressRule {
+                to: Some(vec![namespaces(&access.nats_namespaces)]),
+                ports: Some(vec![numbered(access.nats_port)]),
+            },
+            NetworkPolicyEgressRule {
+                to: Some(vec![namespaces(&access.provider_namespaces)]),
+                ports: Some(vec![numbered(access.provider_service_port)]),
+            },
+            NetworkPolicyEgressRule { to: None, ports: Some(vec![dns, numbered(53)]) },
+        ];
+        NetworkPolicy {
+            metadata: self.metadata(true),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(self.labels()),
+                    ..LabelSelector::default()
+                }),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ingress: Some(ingress),
+                egress: Some(egress),
+            }),
+        }
+    }
+
     /// Every object, in apply order, as JSON values (the Namespace first when `with_namespace`).
     pub fn objects(&self, with_namespace: bool) -> Result<Vec<serde_json::Value>, serde_json::Error> {
         let mut objects = Vec::new();
@@ -419,191 +575,6 @@ impl Installation {
         Ok(out)
     }
 }
-
-/// The Helm chart's placeholders: each stands for a template expression in the generated
-/// templates (sentinel, expression).
-pub const CHART_PLACEHOLDERS: [(&str, &str); 5] = [
-    ("__KFP_NAMESPACE__", "{{ .Release.Namespace }}"),
-    ("__KFP_RELEASE__", "{{ .Release.Name }}"),
-    (
-        "__KFP_IMAGE__",
-        "\"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}\"",
-    ),
-    ("__KFP_PULL_POLICY__", "{{ .Values.image.pullPolicy }}"),
-    ("__KFP_CONFIG__", "{{ toYaml .Values.config | toJson }}"),
-];
-
-/// The placeholders of the chart's CRD templates: the conversion webhook's CA bundle and the
-/// annotation by which cert-manager injects one (sentinel, expression).
-pub const CHART_CRD_PLACEHOLDERS: [(&str, &str); 2] = [
-    ("__KFP_CA_BUNDLE__", "{{ .Values.conversion.caBundle | quote }}"),
-    (
-        "__KFP_CRD_ANNOTATIONS__",
-        "{{ if .Values.conversion.injectCaFrom }}{{ dict \"cert-manager.io/inject-ca-from\" \
-         .Values.conversion.injectCaFrom | toJson }}{{ else if and .Values.webhook.enabled \
-         .Values.webhook.certManager }}{{ dict \"cert-manager.io/inject-ca-from\" (printf \"%s/%s-webhook\" \
-         .Release.Namespace .Release.Name) | toJson }}{{ else }}{}{{ end }}",
-    ),
-];
-
-/// The chart's webhook Secret: `webhook.tlsSecret`, else the one cert-manager issues.
-pub const CHART_WEBHOOK_SECRET: (&str, &str) = (
-    "__KFP_WEBHOOK_SECRET__",
-    "{{ .Values.webhook.tlsSecret | default (printf \"%s-webhook-tls\" .Release.Name) }}",
-);
-
-/// The condition under which the chart serves the webhook.
-const CHART_WEBHOOK_ENABLED: &str = ".Values.webhook.enabled";
-
-/// The CRDs as the chart's template: their conversion webhook is the release's Service, trusting
-/// the CA of the `conversion` values, or cert-manager's when it issues the certificate.
-pub fn chart_crds() -> anyhow::Result<String> {
-    let mut out = String::new();
-    for crd in crate::api::crd::all() {
-        let mut crd = serde_json::to_value(&crd)?;
-        crd["metadata"]["annotations"] = CHART_CRD_PLACEHOLDERS[1].0.into();
-        let client = crd
-            .pointer_mut("/spec/conversion/webhook/clientConfig")
-            .ok_or_else(|| anyhow::anyhow!("a CRD without a conversion webhook"))?;
-        client["service"]["namespace"] = CHART_PLACEHOLDERS[0].0.into();
-        client["service"]["name"] = CHART_PLACEHOLDERS[1].0.into();
-        client["caBundle"] = CHART_CRD_PLACEHOLDERS[0].0.into();
-        out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd)?);
-    }
-    for (sentinel, expression) in CHART_PLACEHOLDERS.iter().chain(&CHART_CRD_PLACEHOLDERS) {
-        out = out.replace(sentinel, expression);
-    }
-    Ok(out)
-}
-
-/// `with` as a template of `without`: the lines `with` adds are kept only under `condition`.
-/// Fails when `with` changes or removes a line of `without`, which a condition cannot express.
-fn conditional_lines(without: &str, with: &str, condition: &str) -> anyhow::Result<String> {
-    let (old, new): (Vec<&str>, Vec<&str>) = (without.lines().collect(), with.lines().collect());
-    // common[i][j]: the longest common subsequence of old[i..] and new[j..].
-    let mut common = vec![vec![0_usize; new.len() + 1]; old.len() + 1];
-    for i in (0..old.len()).rev() {
-        for j in (0..new.len()).rev() {
-            common[i][j] = if old[i] == new[j] {
-                common[i + 1][j + 1] + 1
-            } else {
-                common[i + 1][j].max(common[i][j + 1])
-            };
-        }
-    }
-    if common[0][0] != old.len() {
-        anyhow::bail!("the conditional part changes lines instead of adding them");
-    }
-    let (mut i, mut out, mut open) = (0, String::new(), false);
-    for (j, line) in new.iter().enumerate() {
-        let kept = i < old.len() && old[i] == *line && common[i][j] == common[i + 1][j + 1] + 1;
-        if kept == open {
-            if kept {
-                out.push_str("{{- end }}\n");
-            } else {
-                out.push_str(&format!("{{{{- if {condition} }}}}\n"));
-            }
-            open = !kept;
-        }
-        if kept {
-            i += 1;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if open {
-        out.push_str("{{- end }}\n");
-    }
-    Ok(out)
-}
-
-/// The chart's templates of the installation: [`Installation`] with the placeholders, the
-/// webhook's parts under `webhook.enabled`.
-fn chart_installation() -> anyhow::Result<String> {
-    let sentinels = Installation {
-        namespace: CHART_PLACEHOLDERS[0].0.into(),
-        name: CHART_PLACEHOLDERS[1].0.into(),
-        image: CHART_PLACEHOLDERS[2].0.into(),
-        image_pull_policy: CHART_PLACEHOLDERS[3].0.into(),
-        config: CHART_PLACEHOLDERS[4].0.into(),
-        webhook_tls_secret: None,
-    };
-    let serving =
-        Installation { webhook_tls_secret: Some(CHART_WEBHOOK_SECRET.0.into()), ..sentinels.clone() };
-    let mut templates =
-        conditional_lines(&sentinels.to_yaml(false)?, &serving.to_yaml(false)?, CHART_WEBHOOK_ENABLED)?;
-    for (sentinel, expression) in CHART_PLACEHOLDERS.iter().chain([&CHART_WEBHOOK_SECRET]) {
-        templates = templates.replace(sentinel, expression);
-    }
-    Ok(templates)
-}
-
-/// The chart's cert-manager objects for the webhook: a self-signed Issuer and the serving
-/// Certificate for the release's Service, whose CA the CRDs' annotation asks to inject.
-fn chart_webhook_certificate() -> anyhow::Result<String> {
-    let (namespace, release) = (CHART_PLACEHOLDERS[0].0, CHART_PLACEHOLDERS[1].0);
-    let metadata = serde_json::json!({"name": format!("{release}-webhook"), "namespace": namespace});
-    let issuer = serde_json::json!({
-        "apiVersion": "cert-manager.io/v1",
-        "kind": "Issuer",
-        "metadata": metadata,
-        "spec": {"selfSigned": {}},
-    });
-    let certificate = serde_json::json!({
-        "apiVersion": "cert-manager.io/v1",
-        "kind": "Certificate",
-        "metadata": metadata,
-        "spec": {
-            "secretName": CHART_WEBHOOK_SECRET.0,
-            "dnsNames": [
-                format!("{release}.{namespace}.svc"),
-                format!("{release}.{namespace}.svc.cluster.local"),
-            ],
-            "issuerRef": {"name": format!("{release}-webhook"), "kind": "Issuer"},
-        },
-    });
-    let mut out = format!(
-        "{{{{- if and {CHART_WEBHOOK_ENABLED} .Values.webhook.certManager }}}}\n---\n{}---\n{}{{{{- end }}}}\n",
-        serde_saphyr::to_string(&issuer)?,
-        serde_saphyr::to_string(&certificate)?
-    );
-    for (sentinel, expression) in CHART_PLACEHOLDERS.iter().chain([&CHART_WEBHOOK_SECRET]) {
-        out = out.replace(sentinel, expression);
-    }
-    Ok(out)
-}
-
-/// The chart's `values.yaml`: the image, the operator configuration and the webhook.
-pub const CHART_VALUES: &str = "# The operator image; the tag defaults to the chart's appVersion.
-image:
-  repository: ghcr.io/kfp-operator/kfp-operator
-  tag: \"\"
-  pullPolicy: IfNotPresent
-
-# The operator configuration (see the README's Configuration section); every setting is optional.
-# The listen addresses are set by the chart.
-config:
-  namespaces: []
-
-# The webhook (HTTPS on port 9443 of the release's Service): the CRDs' conversion webhook, which
-# serves v1alpha5 and v1alpha6 (v1beta1 needs no conversion), and `/validate`.
-webhook:
-  enabled: false
-  # The kubernetes.io/tls Secret with its serving certificate, for the DNS name
-  # <release>.<namespace>.svc; its CA goes in conversion.caBundle. Defaults to <release>-webhook-tls.
-  tlsSecret: \"\"
-  # Have cert-manager issue that Secret (a self-signed Issuer and a Certificate) and inject its CA
-  # into the CRDs; needs cert-manager in the cluster.
-  certManager: false
-
-# The CA the CRDs' conversion webhook trusts: its PEM, base64-encoded, or the cert-manager
-# Certificate (namespace/name) whose CA cert-manager's cainjector injects into the CRDs (set by
-# webhook.certManager).
-conversion:
-  caBundle: \"\"
-  injectCaFrom: \"\"
-";
 
 const GENERATED: &str = "# Generated by `kfp-operator manifests --write-files .`; do not edit.";
 
@@ -703,11 +674,69 @@ impl LocalOverlay {
     }
 }
 
-/// The files generated from this module and the CRDs, by path relative to the repository: the
-/// kustomize base `deploy/base/`, the local node's overlay `deploy/overlays/local/` and the Helm
-/// chart `charts/kfp-operator/`.
+/// `deploy/overlays/monitoring/`: the base with the ServiceMonitor, the PrometheusRule and the
+/// dashboard ConfigMap, and the dashboard's JSON for importing by hand.
+fn monitoring_overlay() -> anyhow::Result<Vec<(String, String)>> {
+    let installation = Installation::default();
+    let labels = serde_json::to_value(installation.labels())?;
+    let objects = [
+        super::monitoring::service_monitor(
+            &installation.namespace,
+            &installation.metrics_service_name(),
+            &labels,
+            &labels,
+        ),
+        super::monitoring::prometheus_rule(&installation.namespace, &installation.name, &labels),
+        super::monitoring::dashboard_config_map(&installation.namespace, &installation.name, &labels)?,
+    ];
+    let mut monitoring = String::new();
+    for object in objects {
+        monitoring.push_str("---\n");
+        monitoring.push_str(&serde_saphyr::to_string(&object)?);
+    }
+    Ok(vec![
+        (
+            "deploy/overlays/monitoring/kustomization.yaml".into(),
+            format!(
+                "{GENERATED}\n# The base with a ServiceMonitor and a PrometheusRule (Prometheus Operator) and the Grafana\n\
+                 # dashboard as a ConfigMap for Grafana's dashboard sidecar (kfp-operator-dashboard.json imports by hand).\n\
+                 apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../../base\n- monitoring.yaml\n"
+            ),
+        ),
+        ("deploy/overlays/monitoring/monitoring.yaml".into(), format!("{GENERATED}\n{monitoring}")),
+        (
+            "deploy/overlays/monitoring/kfp-operator-dashboard.json".into(),
+            format!("{}\n", serde_json::to_string_pretty(&super::monitoring::dashboard())?),
+        ),
+    ])
+}
+
+/// `deploy/overlays/network-policy/`: the base with the operator's NetworkPolicy, for provider
+/// services and NATS in the operator's namespace and Prometheus in `monitoring`.
+fn network_policy_overlay() -> anyhow::Result<Vec<(String, String)>> {
+    let installation = Installation::default();
+    let policy = installation.network_policy(&NetworkAccess::defaults(&installation.namespace));
+    Ok(vec![
+        (
+            "deploy/overlays/network-policy/kustomization.yaml".into(),
+            format!(
+                "{GENERATED}\n# The base with the operator's NetworkPolicy: in, the provider services (namespace\n\
+                 # kfp-operator-system) to the events port and Prometheus (namespace monitoring) to /metrics; out,\n\
+                 # the API server, NATS and the provider services (kfp-operator-system) and DNS. Patch the namespace\n\
+                 # lists for yours.\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../../base\n- network-policy.yaml\n"
+            ),
+        ),
+        (
+            "deploy/overlays/network-policy/network-policy.yaml".into(),
+            format!("{GENERATED}\n---\n{}", serde_saphyr::to_string(&policy)?),
+        ),
+    ])
+}
+
+/// The files generated from this module, the monitoring and the CRDs, by path relative to the
+/// repository: the kustomize base `deploy/base/`, the overlays `deploy/overlays/{local,
+/// monitoring,network-policy}/` and the Helm chart `charts/kfp-operator/`.
 pub fn generated_files() -> anyhow::Result<Vec<(String, String)>> {
-    let version = env!("CARGO_PKG_VERSION");
     let mut crds = String::new();
     for crd in crate::api::crd::all() {
         crds.push_str("---\n");
@@ -726,26 +755,10 @@ pub fn generated_files() -> anyhow::Result<Vec<(String, String)>> {
             format!("{GENERATED}\n{}", Installation::default().to_yaml(true)?),
         ),
     ];
-    let templates = chart_installation()?;
-    files.push((
-        "charts/kfp-operator/Chart.yaml".into(),
-        format!(
-            "apiVersion: v2\nname: kfp-operator\ndescription: Kubernetes operator for ML pipelines \
-             (pipelines.kubeflow.org) with event-driven run completion\ntype: application\nversion: \
-             {version}\nappVersion: \"{version}\"\n"
-        ),
-    ));
-    files.push(("charts/kfp-operator/values.yaml".into(), CHART_VALUES.into()));
     files.push(("deploy/overlays/local/kustomization.yaml".into(), LocalOverlay::default().kustomization()?));
-    files.push((
-        "charts/kfp-operator/templates/kfp-operator.yaml".into(),
-        format!("{GENERATED}\n{templates}"),
-    ));
-    files.push(("charts/kfp-operator/templates/crds.yaml".into(), format!("{GENERATED}\n{}", chart_crds()?)));
-    files.push((
-        "charts/kfp-operator/templates/webhook-certificate.yaml".into(),
-        format!("{GENERATED}\n{}", chart_webhook_certificate()?),
-    ));
+    files.extend(monitoring_overlay()?);
+    files.extend(network_policy_overlay()?);
+    files.extend(super::chart::files(GENERATED)?);
     Ok(files)
 }
 

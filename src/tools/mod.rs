@@ -4,8 +4,10 @@
 pub mod bench;
 pub mod bench_compile;
 pub mod bench_versions;
+pub mod chart;
 pub mod deploy;
 pub mod graph;
+pub mod monitoring;
 pub mod tail;
 pub mod watch;
 

@@ -77,3 +77,22 @@ pub fn render(release: &str, namespace: &str, overrides: &Value) -> Result<Vec<V
         })
         .collect())
 }
+
+/// Numbers as YAML writers differ on them (`0` and `0.0`).
+pub fn normalised(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => {
+            n.as_f64().filter(|f| f.fract() == 0.0).map_or(value.clone(), |f| serde_json::json!(f as i64))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(normalised).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalised(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+pub fn kind_and_name(object: &Value) -> (String, String) {
+    (
+        object["kind"].as_str().unwrap_or_default().to_owned(),
+        object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+    )
+}

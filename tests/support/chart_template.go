@@ -1,6 +1,7 @@
 // Renders a Helm chart's templates the way `helm template` does, for the tests: Go's
 // text/template (Helm's engine) with the context Helm gives (.Values, .Release, .Chart) and the
-// Helm and sprig functions the chart uses. Values and Chart.yaml arrive as JSON (the test reads
+// Helm and sprig functions the chart uses (and Helm's `include` of the named templates of every
+// file, `_helpers.tpl` among them). Values and Chart.yaml arrive as JSON (the test reads
 // the YAML); a template that calls any other function fails to parse, so the chart cannot come to
 // depend on something this renderer does not check.
 //
@@ -85,6 +86,11 @@ func functions() template.FuncMap {
 			return value, nil
 		},
 		"fail": func(message string) (string, error) { return "", fmt.Errorf("%s", message) },
+		"list": func(items ...interface{}) []interface{} { return items },
+		"set": func(target map[string]interface{}, key string, value interface{}) map[string]interface{} {
+			target[key] = value
+			return target
+		},
 	}
 }
 
@@ -117,23 +123,35 @@ func run() error {
 			"Name": chart["name"], "Version": chart["version"], "AppVersion": chart["appVersion"],
 		},
 	}
-	paths, err := filepath.Glob(filepath.Join(chartDir, "templates", "*.yaml"))
+	paths, err := filepath.Glob(filepath.Join(chartDir, "templates", "*"))
 	if err != nil {
 		return err
 	}
 	sort.Strings(paths)
+	root := template.New("").Option("missingkey=zero")
+	funcs := functions()
+	funcs["include"] = func(name string, data interface{}) (string, error) {
+		var out strings.Builder
+		err := root.ExecuteTemplate(&out, name, data)
+		return out.String(), err
+	}
+	root.Funcs(funcs)
 	for _, path := range paths {
 		text, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		name := filepath.Base(path)
-		parsed, err := template.New(name).Funcs(functions()).Option("missingkey=zero").Parse(string(text))
-		if err != nil {
+		if _, err := root.New(filepath.Base(path)).Parse(string(text)); err != nil {
 			return err
 		}
+	}
+	for _, path := range paths {
+		name := filepath.Base(path)
+		if strings.HasPrefix(name, "_") || !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
 		var out strings.Builder
-		if err := parsed.Execute(&out, context); err != nil {
+		if err := root.ExecuteTemplate(&out, name, context); err != nil {
 			return err
 		}
 		fmt.Printf("---\n# Source: %s\n%s\n", name, out.String())
