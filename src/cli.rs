@@ -183,10 +183,10 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().init();
+        let _ =
+            tracing::subscriber::set_global_default(crate::logging::json_subscriber(filter, std::io::stdout));
     } else {
-        builder.init();
+        tracing_subscriber::fmt().with_env_filter(filter).init();
     }
 }

@@ -10,6 +10,8 @@ pub mod controller;
 pub mod crds;
 pub mod events;
 pub mod leader;
+pub mod logging;
+pub mod metrics;
 pub mod operator;
 pub mod provider;
 pub mod recent;

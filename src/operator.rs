@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::completion::KubeResources;
@@ -105,10 +103,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     kube_config.default_retry = false;
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
 
-    let mut registry = Registry::with_prefix("kfp_operator");
-    registry.register("build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
-    let metrics = controller::metrics::Metrics::register(&mut registry);
-    let admin = AdminState::new(registry);
+    let metrics = crate::metrics::Metrics::default();
+    let admin = AdminState::new(metrics.registry());
     let listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("binding the admin server to {admin_addr}"))?;
@@ -159,16 +155,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(election) = &election {
         tracing::info!(identity = election.identity(), "campaigning for the leader Lease");
         tokio::select! {
-            () = election.acquire() => {},
+            () = election.acquire() => metrics.set_leader(true),
             () = shutdown.clone() => {
                 admin_server.await.context("admin server task")?.context("admin server")?;
                 return Ok(());
             }
         }
     }
+    if election.is_none() {
+        metrics.set_leader(true);
+    }
+    let lost_leadership = metrics.clone();
     let keeper = election.clone().map(|election| {
         tokio::spawn(async move {
             let error = election.keep().await;
+            lost_leadership.set_leader(false);
             tracing::error!(%error, "stopping: no longer the leader");
             leadership_lost.notify_one();
             error
@@ -182,7 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (stub_runs, created_runs) = tokio::sync::mpsc::unbounded_channel();
     let registry =
         controller::ProviderRegistry::new(config.provider_defaults.clone(), Some(stub_runs.clone()));
-    let ctx = controller::Context::new(client.clone(), config.clone(), registry, metrics);
+    let ctx = controller::Context::new(client.clone(), config.clone(), registry, metrics.clone());
     let resources = Arc::new(KubeResources::new(client.clone()).with_trigger_engine(ctx.clone()));
     let consumer = match (&sinks.nats, events_config.jetstream.enabled) {
         (Some(nats), true) => Some(tokio::spawn(events::consumer::consume_completions(
@@ -190,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             events_config.jetstream.stream.clone(),
             events_config.jetstream.subject_prefix.clone(),
             resources.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ))),
         _ => None,
@@ -200,6 +202,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         options,
         events_config.max_in_flight,
         events_config.max_body_bytes,
+        metrics,
     );
     let ingest_listener = TcpListener::bind(events_config.listen_addr)
         .await

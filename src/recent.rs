@@ -19,11 +19,13 @@ impl RecentKeys {
         Self { seen: DashMap::new(), ttl, prune_above }
     }
 
-    pub fn remember(&self, key: String) {
+    /// Remembers `key` from now on; whether it was not remembered already (of two callers
+    /// remembering the same key at once, one is first).
+    pub fn remember(&self, key: String) -> bool {
         if self.seen.len() > self.prune_above {
             self.seen.retain(|_, at| at.elapsed() < self.ttl);
         }
-        self.seen.insert(key, Instant::now());
+        self.seen.insert(key, Instant::now()).is_none_or(|at| at.elapsed() >= self.ttl)
     }
 
     /// Whether `key` was remembered less than `ttl` ago.

@@ -21,20 +21,6 @@ use serde_json::{Value, json};
 
 mod support;
 
-/// A CA and a serving certificate for 127.0.0.1, as PEM files in `dir`; returns the CA.
-fn certificates(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
-    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    (ca.pem(), cert_file, key_file)
-}
-
 fn webhook_configuration(name: &str, port: u16, ca: &str, namespace: &str) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
@@ -100,7 +86,7 @@ async fn the_apiserver_refuses_bad_manifests_through_the_webhook() {
     namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(label)).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert_file, key_file) = certificates(dir.path());
+    let (ca, cert_file, key_file) = support::serving_certificates(dir.path());
     let acceptor = kfp_operator::server::webhook::tls_acceptor(&cert_file, &key_file).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

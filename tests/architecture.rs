@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use a module of a lower layer, never one of its own layer or above.
 const LAYERS: &[&[&str]] = &[
-    &["api", "shutdown", "recent"],
+    &["api", "shutdown", "recent", "metrics", "logging"],
     &["events"],
     &["provider"],
     &["triggers", "admission"],
@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Modules that hold no Kubernetes client: pure or in memory (`events` speaks only to NATS).
-const WITHOUT_KUBE_CLIENT: &[&str] = &["api", "events", "triggers"];
+const WITHOUT_KUBE_CLIENT: &[&str] = &["api", "events", "triggers", "metrics", "logging"];
 
 /// A file of the tree: its module path (`["controller", "run"]`) and its text.
 struct SourceFile {

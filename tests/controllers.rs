@@ -853,7 +853,10 @@ async fn a_pipeline_waits_for_its_provider_and_goes_on_when_it_appears() {
     wait_for::<Pipeline>(&client, &ns, "early", "Succeeded", succeeded(|p: &Pipeline| p.status.as_ref()))
         .await;
     assert!(appeared.elapsed() < Duration::from_secs(5), "woken by the Provider: {:?}", appeared.elapsed());
-    assert_eq!(operator.context().metrics.provider_calls("pipeline", "create", "ok"), 1);
+    assert_eq!(
+        operator.context().metrics.provider_calls(&format!("{ns}/stub"), "pipeline", "create", "ok"),
+        1
+    );
     watch.abort();
     operator.stop().await;
 }
@@ -891,10 +894,10 @@ async fn a_pipeline_moved_to_another_provider_stalls_until_it_changes() {
     })
     .await;
     let metrics = operator.context().metrics.clone();
-    let (written, calls) = (writes.of("moved"), metrics.failures_of("pipeline", "ProviderChanged"));
+    let (written, calls) = (writes.of("moved"), metrics.reconcile_failures("pipeline", "ProviderChanged"));
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(writes.of("moved"), written, "a stalled object is not rewritten");
-    assert_eq!(metrics.failures_of("pipeline", "ProviderChanged"), calls, "nor reconciled again");
+    assert_eq!(metrics.reconcile_failures("pipeline", "ProviderChanged"), calls, "nor reconciled again");
 
     api.patch(
         "moved",
@@ -904,14 +907,14 @@ async fn a_pipeline_moved_to_another_provider_stalls_until_it_changes() {
     .await
     .unwrap();
     support::eventually("a retry after the annotation", TIMEOUT, || async {
-        (metrics.failures_of("pipeline", "ProviderChanged") > calls).then_some(())
+        (metrics.reconcile_failures("pipeline", "ProviderChanged") > calls).then_some(())
     })
     .await;
     api.patch("moved", &PatchParams::default(), &Patch::Merge(provider("stub"))).await.unwrap();
     wait_for::<Pipeline>(&client, &ns, "moved", "back in step", succeeded(|p: &Pipeline| p.status.as_ref()))
         .await;
     assert_eq!(
-        metrics.provider_calls("pipeline", "create", "ok"),
+        metrics.provider_calls(&format!("{ns}/stub"), "pipeline", "create", "ok"),
         1,
         "in step again without a second create"
     );
@@ -953,7 +956,7 @@ async fn a_provider_changing_during_creation_does_not_repeat_provider_calls() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(operator.context().metrics.provider_calls("run", "create", "ok"), 20);
+    assert_eq!(operator.context().metrics.provider_calls(&format!("{ns}/stub"), "run", "create", "ok"), 20);
     operator.stop().await;
 }
 

@@ -44,6 +44,7 @@ async fn ingest_for(client: &kube::Client, config: &EventsConfig) -> Arc<Ingest>
         CloudEventOptions::default(),
         config.max_in_flight,
         config.max_body_bytes,
+        Default::default(),
     )
 }
 
@@ -371,6 +372,7 @@ async fn the_completion_consumer_records_and_dead_letters() {
         "kfp-operator-events".into(),
         "kfp".into(),
         Arc::new(KubeResources::new(client.clone())),
+        Default::default(),
         shutdown,
     ));
     let runs: Api<Run> = Api::namespaced(client.clone(), &ns);

@@ -11,7 +11,7 @@ use kfp_operator::api::{ArtifactPath, CompletionState, NamespacedName, OutputArt
 use kfp_operator::completion::KubeResources;
 use kfp_operator::events::CloudEventOptions;
 use kfp_operator::events::ingest::Ingest;
-use kfp_operator::events::sink::{Outgoing, Sink, SinkError};
+use kfp_operator::events::sink::{Delivery, Outgoing, Sink, SinkError};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,7 @@ impl Sink for RecordingSink {
         "recording"
     }
 
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>> {
         Box::pin(async move {
             if *self.failing.lock().unwrap() {
                 return Err(SinkError::Unavailable {
@@ -38,7 +38,7 @@ impl Sink for RecordingSink {
                 });
             }
             self.published.lock().unwrap().push(outgoing.clone());
-            Ok(())
+            Ok(Delivery { published: outgoing.cloud_events.len() as u64, ..Delivery::default() })
         })
     }
 }
@@ -69,6 +69,7 @@ async fn start(client: &kube::Client, sink: Arc<RecordingSink>) -> u16 {
         CloudEventOptions::default(),
         16,
         64 * 1024,
+        Default::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

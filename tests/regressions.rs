@@ -164,7 +164,7 @@ async fn defect_1_a_failing_provider_call_is_retried_on_the_backoff_without_spin
     let metrics = &operator.context().metrics;
     let mut failed_calls: BTreeMap<&str, u64> = BTreeMap::new();
     for (kind, operation, name, _) in expected {
-        let calls = metrics.provider_calls(kind, operation, "ProviderFailed");
+        let calls = metrics.provider_calls(&format!("{ns}/stub"), kind, operation, "ProviderFailed");
         assert!((2..=8).contains(&calls), "{name}: {calls} provider calls in 60 s");
         let status_writes = writes.of(name);
         assert!((2..=8).contains(&status_writes), "{name}: {status_writes} status writes in 60 s");
@@ -172,21 +172,22 @@ async fn defect_1_a_failing_provider_call_is_retried_on_the_backoff_without_spin
     }
     for (kind, calls) in failed_calls {
         assert_eq!(
-            metrics.failures_of(kind, "ProviderFailed"),
+            metrics.reconcile_failures(kind, "ProviderFailed"),
             calls,
             "{kind}: every failed call is a failure"
         );
-        assert_eq!(metrics.failures_of(kind, "KubernetesApiError"), 0, "{kind}: no refused write");
+        assert_eq!(metrics.reconcile_failures(kind, "KubernetesApiError"), 0, "{kind}: no refused write");
     }
 
     // A new generation, and the force-delete annotation, act at once, not at the next retry.
-    let before = metrics.provider_calls("pipeline", "create", "ProviderFailed");
+    let before = metrics.provider_calls(&format!("{ns}/stub"), "pipeline", "create", "ProviderFailed");
     pipelines
         .patch("create-pipeline-fail", &params, &Patch::Merge(json!({"spec": {"image": "quickstart:v3"}})))
         .await
         .unwrap();
     support::eventually("a new attempt at the new generation", Duration::from_secs(5), || async {
-        (metrics.provider_calls("pipeline", "create", "ProviderFailed") > before).then_some(())
+        (metrics.provider_calls(&format!("{ns}/stub"), "pipeline", "create", "ProviderFailed") > before)
+            .then_some(())
     })
     .await;
     let force = json!({"metadata": {"annotations": {"pipelines.kubeflow.org/force-delete": "true"}}});
@@ -273,7 +274,7 @@ async fn defect_2_runconfiguration_status_catches_up_when_a_trigger_or_its_pipel
     })
     .await;
     assert_eq!(
-        operator.context().metrics.failures_of("runconfiguration", "KubernetesApiError"),
+        operator.context().metrics.reconcile_failures("runconfiguration", "KubernetesApiError"),
         0,
         "no status write was refused"
     );

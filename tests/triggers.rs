@@ -253,6 +253,7 @@ fn ingest_without_engine(client: &kube::Client) -> std::sync::Arc<kfp_operator::
         Default::default(),
         8,
         1 << 20,
+        Default::default(),
     )
 }
 
@@ -315,6 +316,7 @@ async fn completions_fire_each_dependant_exactly_once() {
         &operator.context(),
         &dependency,
         &dependency.status.clone().unwrap().latest_runs.succeeded.unwrap(),
+        std::time::Instant::now(),
     )
     .await
     .unwrap();
@@ -408,20 +410,6 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     operator.stop().await;
 }
 
-async fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The operator process is SIGKILLed in the middle of a completion's fan-out and started again;
 /// the provider posts the completion again (and the completion consumer redelivers it): every
 /// dependant ends with exactly one Run.
@@ -478,7 +466,7 @@ async fn a_fan_out_cut_by_sigkill_completes_once_after_a_restart() {
     let body = completion_body(&ns, "dep", "succeeded", "run-1", "2024-05-01T10:00:00Z").to_string();
     let posting = tokio::spawn({
         let body = body.clone();
-        async move { post_json(ingest_port, "/events", &body).await }
+        async move { support::post_json(ingest_port, "/events", &body).await }
     });
     let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
     let at_kill = support::eventually("the fan-out to start", Duration::from_secs(30), || async {
@@ -496,7 +484,7 @@ async fn a_fan_out_cut_by_sigkill_completes_once_after_a_restart() {
         Duration::from_secs(60),
         || {
             let body = body.clone();
-            async move { (post_json(ingest_port, "/events", &body).await == Some(200)).then_some(()) }
+            async move { (support::post_json(ingest_port, "/events", &body).await == Some(200)).then_some(()) }
         },
     )
     .await;

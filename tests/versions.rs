@@ -22,19 +22,6 @@ use serde_json::{Value, json};
 
 mod support;
 
-fn certificates(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
-    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    (ca.pem(), cert_file, key_file)
-}
-
 fn api_of(client: &kube::Client, ns: &str, version: &str, kind: &str) -> Api<DynamicObject> {
     let plural = format!("{}s", kind.to_lowercase());
     let resource = ApiResource::from_gvk_with_plural(
@@ -113,7 +100,7 @@ async fn documented_v1alpha5_and_reference_v1alpha6_manifests_are_served() {
     let kubeconfig = plane.kubeconfig();
     let ns = support::namespace(&client, "versions").await;
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert_file, key_file) = certificates(dir.path());
+    let (ca, cert_file, key_file) = support::serving_certificates(dir.path());
     let defaults =
         Defaults { default_provider: Some(NamespacedName::new(&ns, "stub")), ..Defaults::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

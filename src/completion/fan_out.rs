@@ -83,11 +83,13 @@ fn observed_from_index(
 
 /// Creates the Runs `dependency`'s new success `latest` starts, `fanOutConcurrency` at a time,
 /// and returns how many were created now (existing ones count as done). Every Run is attempted;
-/// the first failure is returned after the others finished.
+/// the first failure is returned after the others finished. Each Run created counts its
+/// trigger latency from `received`, when the completion arrived.
 pub async fn fan_out(
     ctx: &Arc<Context>,
     dependency: &RunConfiguration,
     latest: &RunReference,
+    received: std::time::Instant,
 ) -> Result<usize, CompletionError> {
     if !ctx.index.wait_until_complete(INDEX_WAIT).await {
         return Err(CompletionError::IndexLoading);
@@ -98,15 +100,21 @@ pub async fn fan_out(
     if planned.is_empty() {
         return Ok(0);
     }
-    let results: Vec<(Arc<RunConfiguration>, Run, Result<bool, kube::Error>)> =
-        futures::stream::iter(planned)
-            .map(|(dependant, run)| async move {
-                let result = create_triggered_run(ctx, &run).await;
-                (dependant, run, result)
-            })
-            .buffer_unordered(ctx.config.fan_out_concurrency.max(1))
-            .collect()
-            .await;
+    let results: Vec<(Arc<RunConfiguration>, Run, Result<bool, kube::Error>)> = futures::stream::iter(
+        planned,
+    )
+    .map(|(dependant, run)| async move {
+        let result = create_triggered_run(ctx, &run).await;
+        if let Ok(true) = result {
+            ctx.metrics.trigger_latency(received.elapsed());
+            tracing::info!(run = %run.name_any(), run_namespace = %run.namespace().unwrap_or_default(),
+                        runconfiguration = %qualified_name(&dependant), "dependant Run created");
+        }
+        (dependant, run, result)
+    })
+    .buffer_unordered(ctx.config.fan_out_concurrency.max(1))
+    .collect()
+    .await;
     let mut created = Vec::new();
     let mut first_error = None;
     for (dependant, run, result) in results {
@@ -123,6 +131,9 @@ pub async fn fan_out(
     }
     let count = created.len();
     ctx.metrics.triggered(TriggerKind::RunConfiguration.as_str(), "completion", count as u64);
+    if count > 0 {
+        ctx.metrics.fanned_out(count);
+    }
     tracing::info!(
         dependency = %qualified_name(dependency),
         run = %latest.provider_id,

@@ -12,6 +12,10 @@
 //! AlreadyExists), and `latestRuns.succeeded` only moves forward in run end time (a late or
 //! repeated success changes nothing and fires nothing). Completions recorded lately are
 //! remembered only to spare the API server the repeated requests.
+//!
+//! A completion recorded for the first time in this process counts as a finished run
+//! (`runs_finished`, and its duration from the completion's start and end times), once even
+//! when the ingest and the consumer record it at the same time.
 
 pub mod error;
 pub mod fan_out;
@@ -19,7 +23,7 @@ pub mod record;
 pub mod stub;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -38,6 +42,7 @@ pub struct KubeResources {
     /// Completions recorded lately (key → when), so that the completion consumer does not redo
     /// what the ingest just did in this process.
     recorded: RecentKeys,
+    metrics: crate::metrics::Metrics,
 }
 
 /// How long a recorded completion is remembered.
@@ -49,12 +54,19 @@ impl KubeResources {
     /// Records completions on Runs and RunConfigurations; the RunConfiguration reconcilers
     /// start the Runs a success triggers.
     pub fn new(client: kube::Client) -> Self {
-        Self { client, engine: None, recorded: RecentKeys::new(RECORDED_MEMORY, RECORDED_PRUNE_ABOVE) }
+        Self {
+            client,
+            engine: None,
+            recorded: RecentKeys::new(RECORDED_MEMORY, RECORDED_PRUNE_ABOVE),
+            metrics: crate::metrics::Metrics::default(),
+        }
     }
 
     /// Also starts the Runs a success triggers, through the trigger engine of `ctx`, before
     /// recording it.
+    /// before recording it, and counts finished runs in its metrics.
     pub fn with_trigger_engine(mut self, ctx: Arc<crate::controller::Context>) -> Self {
+        self.metrics = ctx.metrics.clone();
         self.engine = Some(ctx);
         self
     }
@@ -69,6 +81,12 @@ impl KubeResources {
 
 fn kube_error(what: &str, name: &NamespacedName, error: &kube::Error) -> IngestError {
     IngestError::Internal(format!("could not read {what} {name}: {error}"))
+}
+
+/// How long a completed run ran, from its start and end times.
+fn ran(event: &RunCompletionEvent) -> Option<Duration> {
+    let (start, end) = (event.run_start_time?, event.run_end_time?);
+    (end - start).to_std().ok()
 }
 
 impl Resources for KubeResources {
@@ -109,7 +127,11 @@ impl Resources for KubeResources {
         })
     }
 
-    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+    fn record<'a>(
+        &'a self,
+        event: &'a RunCompletionEvent,
+        received: Instant,
+    ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
             let key = Self::recorded_key(event);
             if self.recorded.contains(&key) {
@@ -122,9 +144,11 @@ impl Resources for KubeResources {
                     RunCompletionStatus::Succeeded => CompletionState::Succeeded,
                     RunCompletionStatus::Failed => CompletionState::Failed,
                 };
-                record::record_completion(&self.client, &name, state).await.map_err(|error| {
+                let found = record::record_completion(&self.client, &name, state).await.map_err(|error| {
                     IngestError::Internal(format!("could not record the completion on Run {name}: {error}"))
                 })?;
+                tracing::info!(run = %name.name, run_namespace = %name.namespace, state = ?state, found,
+                    "completion recorded on the Run");
             }
             if event.status == RunCompletionStatus::Succeeded
                 && let Some(name) = event.run_configuration_name.as_ref().filter(|n| !n.name.is_empty())
@@ -140,15 +164,19 @@ impl Resources for KubeResources {
                         })
                         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
                 };
-                record::record_latest_succeeded(&self.client, &name, latest, self.engine.as_ref())
+                let trigger = self.engine.as_ref().map(|ctx| (ctx, received));
+                let found = record::record_latest_succeeded(&self.client, &name, latest, trigger)
                     .await
                     .map_err(|error| {
                         IngestError::Internal(format!(
                             "could not record the latest run of RunConfiguration {name}: {error}"
                         ))
                     })?;
+                tracing::info!(runconfiguration = %name, found, "completion recorded on the RunConfiguration");
             }
-            self.recorded.remember(key);
+            if self.recorded.remember(key) {
+                self.metrics.run_finished(event.status.as_str(), ran(event));
+            }
             Ok(())
         })
     }

@@ -45,13 +45,13 @@ fn is_not_found(error: &kube::Error) -> bool {
 /// Records a successful run as a RunConfiguration's latest, unless a later-ending one is
 /// recorded already. With the trigger engine, the Runs of the RunConfigurations it triggers are
 /// created first ([`super::fan_out`]), so that a crash in between repeats the fan-out (which
-/// then finds the Runs) rather than losing it. Returns false when the RunConfiguration does not
-/// exist.
+/// then finds the Runs) rather than losing it; `engine` comes with when the completion
+/// arrived. Returns false when the RunConfiguration does not exist.
 pub async fn record_latest_succeeded(
     client: &kube::Client,
     rc: &NamespacedName,
     latest: crate::api::RunReference,
-    engine: Option<&Arc<Context>>,
+    engine: Option<(&Arc<Context>, std::time::Instant)>,
 ) -> Result<bool, CompletionError> {
     let api: Api<RunConfiguration> = Api::namespaced(client.clone(), &rc.namespace);
     for _ in 0..5 {
@@ -68,8 +68,8 @@ pub async fn record_latest_succeeded(
                 return Ok(true);
             }
         }
-        if let Some(ctx) = engine {
-            super::fan_out::fan_out(ctx, &current, &latest).await?;
+        if let Some((ctx, received)) = engine {
+            super::fan_out::fan_out(ctx, &current, &latest, received).await?;
         }
         let body = json!({
             "apiVersion": RunConfiguration::api_version(&()),

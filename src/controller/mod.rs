@@ -5,7 +5,6 @@
 //! [`ErrorClass`] decides the requeue in the one [`error_policy`].
 
 pub mod error;
-pub mod metrics;
 pub mod pipeline;
 pub mod pipeline_version;
 pub mod provider;
@@ -24,11 +23,13 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::conditions::SyncState;
 use crate::config::OperatorConfig;
 use crate::crds::FIELD_MANAGER;
 pub use error::{Error, ErrorClass, Failure};
@@ -43,7 +44,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: OperatorConfig,
     pub providers: ProviderRegistry,
-    pub metrics: metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
     /// Every watched RunConfiguration, for the trigger engine.
     pub index: Arc<crate::triggers::index::RunConfigurationIndex>,
     /// The state of every watch, for `/readyz`.
@@ -58,7 +59,7 @@ impl Context {
         client: kube::Client,
         config: OperatorConfig,
         providers: ProviderRegistry,
-        metrics: metrics::Metrics,
+        metrics: crate::metrics::Metrics,
     ) -> Arc<Self> {
         let instance = std::env::var("POD_NAME")
             .ok()
@@ -105,26 +106,14 @@ impl Context {
         self.config.retry_delay(failed)
     }
 
-    /// The action after a failed reconcile of `object` (of `kind`, as metrics name it), as its
-    /// [`ErrorClass`] decides: logged and counted by category; a transient failure retried on
-    /// the backoff, a wait looked at again after `retryMaxDelay` (the awaited object's change
-    /// wakes it sooner), a stalled object left until it changes, with a Warning Event unless
-    /// its status shows the failure already.
-    pub fn retry_after<K: Resource<DynamicType = ()>>(
-        &self,
-        kind: &str,
-        object: &K,
-        error: &Error,
-    ) -> Action {
+    /// The action after a failed reconcile of `object`, as its [`ErrorClass`] decides (the
+    /// failure is logged and counted by [`instrumented`]): a transient failure retried on the
+    /// backoff, a wait looked at again after `retryMaxDelay` (the awaited object's change wakes
+    /// it sooner), a stalled object left until it changes, with a Warning Event unless its
+    /// status shows the failure already.
+    pub fn retry_after<K: Resource<DynamicType = ()>>(&self, object: &K, error: &Error) -> Action {
         let (category, class) = (error.category(), error.class());
         let key = Self::key(object);
-        match class {
-            ErrorClass::Waiting => tracing::info!(kind, object = %key, category, %error, "waiting"),
-            _ => {
-                tracing::warn!(kind, object = %key, category, class = class.as_str(), %error, "reconcile failed")
-            }
-        }
-        self.metrics.failed(kind, category);
         if class == ErrorClass::Stalled && !error.is_recorded() {
             let (recorder, reference) = (self.recorder.clone(), object.object_ref(&()));
             let note = format!("{error}; not retried until the resource changes");
@@ -416,22 +405,25 @@ pub fn lifecycle_hash<K: Resource>(object: &K, extra: impl std::hash::Hash) -> O
     Some(hasher.finish())
 }
 
-/// A controller of the objects of `feed`, cached in one store, reconciling an object when
-/// `trigger` (a [`lifecycle_hash`]) changes, with the short trigger pause of [`watch`].
+/// A controller of the objects of `feed`, cached in one store (counted in the resources
+/// gauge), reconciling an object when `trigger` (a [`lifecycle_hash`]) changes, with the short
+/// trigger pause of [`watch`]; the objects it wakes are due in `queue`.
 pub fn lean_controller<K>(
     ctx: &Context,
     feed: Feed<K>,
+    queue: &crate::metrics::QueueDepth,
     trigger: fn(&K) -> Option<u64>,
 ) -> kube::runtime::Controller<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Tracked + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::{PredicateConfig, WatchStreamExt};
     let (store, writer) = kube::runtime::reflector::store();
     let changes = reflect(feed, store.clone(), writer)
         .applied_objects()
         .predicate_filter(trigger, PredicateConfig::default());
-    kube::runtime::Controller::for_stream(changes, store)
+    track_resources(ctx, store.clone());
+    kube::runtime::Controller::for_stream(waking_self(queue, changes), store)
         .trigger_backoff(watch::ShortPause)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
 }
@@ -521,15 +513,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: crate::shutdown::Shutdown) {
     }
 }
 
-/// The error policy of every controller: [`Context::retry_after`], with the kind as metrics
-/// name it.
+/// The error policy of every controller: [`Context::retry_after`].
 pub fn error_policy<K, C>(object: Arc<K>, error: &Error, ctx: Arc<C>) -> Action
 where
     K: Resource<DynamicType = ()>,
     C: AsRef<Context>,
 {
-    let kind = K::kind(&()).to_ascii_lowercase();
-    ctx.as_ref().as_ref().retry_after(&kind, object.as_ref(), error)
+    ctx.as_ref().as_ref().retry_after(object.as_ref(), error)
 }
 
 impl AsRef<Context> for Context {
@@ -538,8 +528,207 @@ impl AsRef<Context> for Context {
     }
 }
 
-/// Logs and counts the results a controller stream yields, by the class of their failure.
-pub async fn drain<S, T>(stream: S, kind: &'static str, metrics: metrics::Metrics)
+/// A controller's name in metrics (the kind, lower case: `runconfiguration`).
+pub fn controller_name<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).to_ascii_lowercase()
+}
+
+/// The key of an object in its controller's queue.
+fn queue_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
+/// A new id for one reconcile: unique in this process and across restarts.
+fn reconciliation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(|| {
+        let nanos = jiff::Timestamp::now().as_nanosecond();
+        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    });
+    format!("{:08x}-{:06x}", started & 0xffff_ffff, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The span of one reconcile: the controller as `logger`, the object under its kind's key
+/// (`"pipeline": "training-pipeline"`), its namespace, and a new `reconciliation_id`.
+macro_rules! reconcile_span {
+    ($controller:expr, $name:expr, $namespace:expr, $id:expr; $($kind:ident),+) => {
+        match $controller {
+            $(stringify!($kind) => tracing::info_span!(
+                "reconcile",
+                logger = %format!("{}-controller", stringify!($kind)),
+                $kind = %$name,
+                namespace = %$namespace,
+                reconciliation_id = %$id,
+            ),)+
+            other => tracing::info_span!(
+                "reconcile",
+                logger = %format!("{other}-controller"),
+                name = %$name,
+                namespace = %$namespace,
+                reconciliation_id = %$id,
+            ),
+        }
+    };
+}
+
+/// `reconcile` with what every reconcile shares: it leaves the controller's queue, runs in a
+/// span of its own ([`reconcile_span!`]), is counted and timed by result, and ends with one
+/// line (`Pipeline reconciliation completed`, with `duration_ms`; a failure with its category
+/// and error).
+pub fn instrumented<K, C, F, Fut>(
+    queue: crate::metrics::QueueDepth,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<C>) -> futures::future::BoxFuture<'static, Result<Action, Error>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    C: AsRef<Context> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    use tracing::Instrument;
+    move |object, ctx| {
+        let kind = K::kind(&());
+        let controller = kind.to_ascii_lowercase();
+        let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+        queue.started(&queue_key(Some(&namespace), &name));
+        let span = reconcile_span!(controller.as_str(), name, namespace, reconciliation_id();
+            pipeline, run, runconfiguration, runschedule, experiment, provider);
+        let reconciling = reconcile(object, ctx.clone()).instrument(span.clone());
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = reconciling.await;
+            let took = started.elapsed();
+            let metrics = &ctx.as_ref().as_ref().metrics;
+            let duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+            let _entered = span.enter();
+            match &result {
+                Ok(_) => {
+                    metrics.reconciled(&controller, "ok", took);
+                    tracing::info!(duration_ms, "{kind} reconciliation completed");
+                }
+                Err(error) => {
+                    let (category, class) = (error.category(), error.class());
+                    metrics.reconciled(&controller, class.as_str(), took);
+                    metrics.reconcile_failed(&controller, category);
+                    if class == ErrorClass::Waiting {
+                        tracing::info!(duration_ms, category, %error, "{kind} reconciliation waiting");
+                    } else {
+                        tracing::warn!(duration_ms, category, class = class.as_str(), %error, "{kind} reconciliation failed");
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// `mapper` of a `watches_stream`, marking the objects it wakes as due in `queue`.
+pub fn waking<K, Other, I>(
+    queue: &crate::metrics::QueueDepth,
+    mapper: impl Fn(Other) -> I + Send + Sync + 'static,
+) -> impl Fn(Other) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()>,
+    I: IntoIterator<Item = ObjectRef<K>>,
+{
+    let queue = queue.clone();
+    move |other| {
+        let woken: Vec<ObjectRef<K>> = mapper(other).into_iter().collect();
+        for object in &woken {
+            queue.due(queue_key(object.namespace.as_deref(), &object.name));
+        }
+        woken
+    }
+}
+
+/// The objects of an `owns_stream`, marking their owners of kind `K` as due in `queue`.
+pub fn waking_owners<K, Child>(
+    queue: &crate::metrics::QueueDepth,
+    children: impl futures::Stream<Item = Result<Child, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Child, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>,
+    Child: Resource + Send + 'static,
+{
+    use futures::TryStreamExt;
+    let queue = queue.clone();
+    children.inspect_ok(move |child| {
+        let namespace = child.namespace();
+        for owner in child.owner_references().iter().filter(|owner| owner.kind == K::kind(&())) {
+            queue.due(queue_key(namespace.as_deref(), &owner.name));
+        }
+    })
+}
+
+/// The objects a controller's own stream wakes, marked as due in `queue`.
+pub(crate) fn waking_self<K>(
+    queue: &crate::metrics::QueueDepth,
+    objects: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+{
+    use futures::TryStreamExt;
+    let queue = queue.clone();
+    objects.inspect_ok(move |object| queue.due(queue_key(object.namespace().as_deref(), &object.name_any())))
+}
+
+/// A kind whose objects the resources gauge counts by their `Synchronized` state.
+pub trait Tracked {
+    fn sync_state(&self) -> SyncState;
+}
+
+fn state_of(status: Option<&crate::api::Status>) -> SyncState {
+    status.map_or(SyncState::Unknown, SyncState::of)
+}
+
+/// [`Tracked`] for kinds whose status is the common [`crate::api::Status`].
+macro_rules! tracked_by_common_status {
+    ($($kind:ty),+) => {
+        $(impl Tracked for $kind {
+            fn sync_state(&self) -> SyncState {
+                state_of(self.status.as_ref())
+            }
+        })+
+    };
+}
+
+tracked_by_common_status!(
+    crate::api::Pipeline,
+    crate::api::Experiment,
+    crate::api::RunSchedule,
+    crate::api::Provider
+);
+
+impl Tracked for crate::api::Run {
+    fn sync_state(&self) -> SyncState {
+        state_of(self.status.as_ref().map(|status| &status.status))
+    }
+}
+
+impl Tracked for crate::api::RunConfiguration {
+    fn sync_state(&self) -> SyncState {
+        self.status
+            .as_ref()
+            .and_then(|status| SyncState::of_conditions(&status.conditions))
+            .unwrap_or(SyncState::Unknown)
+    }
+}
+
+/// Counts the objects of `store` in the resources gauge, by state, at every scrape.
+pub(crate) fn track_resources<K>(ctx: &Context, store: kube::runtime::reflector::Store<K>)
+where
+    K: Resource<DynamicType = ()> + Tracked + Clone + Send + Sync + 'static,
+{
+    ctx.metrics.resources().track(&controller_name::<K>(), move || {
+        store.state().iter().map(|object| object.sync_state().as_str().to_owned()).collect()
+    });
+}
+
+/// Logs the results a controller stream yields; an object found gone leaves `queue`.
+pub async fn drain<S, T>(stream: S, queue: crate::metrics::QueueDepth)
 where
     S: futures::Stream<Item = Result<T, kube::runtime::controller::Error<Error, watcher::Error>>>,
     T: Debug,
@@ -547,18 +736,15 @@ where
     use kube::runtime::controller::Error as ControllerError;
     stream
         .for_each(|result| {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(ControllerError::ReconcilerFailed(error, _)) => error.class().as_str(),
-                Err(_) => "error",
-            };
-            metrics.reconciled(kind, outcome);
-            async move {
-                match result {
-                    Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
-                    Err(error) => tracing::debug!(kind, %error, "reconcile did not finish"),
+            match result {
+                Ok(object) => tracing::debug!(?object, "reconciled"),
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    queue.started(&queue_key(object.namespace.as_deref(), &object.name));
                 }
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
             }
+            std::future::ready(())
         })
         .await;
 }

@@ -389,20 +389,26 @@ pub async fn run_controller(
     let [pods] = super::plain_feeds::<Pod, 1>(&ctx, compiles, "compile pods");
     let (job_store, job_writer) = kube::runtime::reflector::store();
     let job_changes = super::reflect(jobs, job_store.clone(), job_writer).applied_objects();
-    let controller = super::lean_controller(&ctx, feed, |pipeline: &Pipeline| pipeline.reconcile_trigger());
+    let queue = ctx.metrics.queue(&super::controller_name::<Pipeline>());
+    let controller =
+        super::lean_controller(&ctx, feed, &queue, |pipeline: &Pipeline| pipeline.reconcile_trigger());
     let store = controller.store();
     let pod_jobs = job_store.clone();
     let controller = controller
-        .watches_stream(super::changed(providers), move |provider: Provider| {
-            sync::waiting_on(&store, &provider)
-        })
-        .watches_stream(job_changes.boxed(), |job: Job| owner_of(&job))
-        .watches_stream(super::applied(pods), move |pod: Pod| {
-            let job = pod.owner_references().iter().find(|o| o.kind == "Job")?;
-            let job =
-                pod_jobs.get(&ObjectRef::new(&job.name).within(&pod.namespace().unwrap_or_default()))?;
-            owner_of(&job)
-        })
+        .watches_stream(
+            super::changed(providers),
+            super::waking(&queue, move |provider: Provider| sync::waiting_on(&store, &provider)),
+        )
+        .watches_stream(job_changes.boxed(), super::waking(&queue, |job: Job| owner_of(&job)))
+        .watches_stream(
+            super::applied(pods),
+            super::waking(&queue, move |pod: Pod| {
+                let job = pod.owner_references().iter().find(|o| o.kind == "Job")?;
+                let job =
+                    pod_jobs.get(&ObjectRef::new(&job.name).within(&pod.namespace().unwrap_or_default()))?;
+                owner_of(&job)
+            }),
+        )
         .graceful_shutdown_on(shutdown);
     let pctx = Arc::new(PipelineContext {
         ctx: ctx.clone(),
@@ -410,12 +416,8 @@ pub async fn run_controller(
         started: DashMap::new(),
         starting: tokio::sync::Mutex::new(()),
     });
-    super::drain(
-        controller.run(reconcile, super::error_policy, pctx),
-        <Pipeline as Synced>::RESOURCE.as_str(),
-        ctx.metrics.clone(),
-    )
-    .await;
+    let reconciler = super::instrumented(queue.clone(), reconcile);
+    super::drain(controller.run(reconciler, super::error_policy, pctx), queue).await;
 }
 
 #[cfg(test)]

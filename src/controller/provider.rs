@@ -272,17 +272,14 @@ pub async fn run_controller(
     let services = super::watcher_config().labels("app");
     let [deployments] = super::plain_feeds::<Deployment, 1>(&ctx, services.clone(), "provider services");
     let [services] = super::plain_feeds::<Service, 1>(&ctx, services, "provider services");
+    let queue = ctx.metrics.queue(&super::controller_name::<Provider>());
     let controller =
-        super::lean_controller(&ctx, feed, |provider: &Provider| super::lifecycle_hash(provider, ()))
-            .owns_stream(super::changed(deployments))
-            .owns_stream(super::changed(services))
+        super::lean_controller(&ctx, feed, &queue, |provider: &Provider| super::lifecycle_hash(provider, ()))
+            .owns_stream(super::waking_owners::<Provider, _>(&queue, super::changed(deployments)))
+            .owns_stream(super::waking_owners::<Provider, _>(&queue, super::changed(services)))
             .graceful_shutdown_on(shutdown);
-    super::drain(
-        controller.run(reconcile, super::error_policy, ctx.clone()),
-        "provider",
-        ctx.metrics.clone(),
-    )
-    .await;
+    let reconciler = super::instrumented(queue.clone(), reconcile);
+    super::drain(controller.run(reconciler, super::error_policy, ctx.clone()), queue).await;
 }
 
 #[cfg(test)]

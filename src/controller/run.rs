@@ -286,7 +286,8 @@ pub async fn run_controller(
     wakers: Wakers,
     shutdown: crate::shutdown::Shutdown,
 ) {
-    let controller = super::lean_controller(&ctx, feed, |run: &Run| run.reconcile_trigger());
+    let queue = ctx.metrics.queue(&super::controller_name::<Run>());
+    let controller = super::lean_controller(&ctx, feed, &queue, |run: &Run| run.reconcile_trigger());
     let store = controller.store();
     let provider_store = store.clone();
     let waiting_runs = move |matches: Box<dyn Fn(&Run) -> bool + Send>| {
@@ -300,28 +301,37 @@ pub async fn run_controller(
     };
     let waiting_for_rc = waiting_runs.clone();
     let controller = controller
-        .watches_stream(super::changed(wakers.pipelines), move |pipeline: Pipeline| {
-            let namespace = pipeline.namespace();
-            let name = pipeline.name_any();
-            waiting_runs(Box::new(move |run: &Run| {
-                run.namespace() == namespace && run.spec.pipeline.name == name
-            }))
-        })
-        .watches_stream(super::changed(wakers.run_configurations), move |rc: RunConfiguration| {
-            let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
-            waiting_for_rc(Box::new(move |run: &Run| {
-                let namespace = run.namespace().unwrap_or_default();
-                crate::triggers::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
-                    .iter()
-                    .any(|reference| reference.qualified(&namespace) == target)
-            }))
-        })
-        .watches_stream(super::changed(wakers.providers), move |provider: Provider| {
-            super::sync::waiting_on(&provider_store, &provider)
-        })
+        .watches_stream(
+            super::changed(wakers.pipelines),
+            super::waking(&queue, move |pipeline: Pipeline| {
+                let namespace = pipeline.namespace();
+                let name = pipeline.name_any();
+                waiting_runs(Box::new(move |run: &Run| {
+                    run.namespace() == namespace && run.spec.pipeline.name == name
+                }))
+            }),
+        )
+        .watches_stream(
+            super::changed(wakers.run_configurations),
+            super::waking(&queue, move |rc: RunConfiguration| {
+                let target = NamespacedName::new(rc.namespace().unwrap_or_default(), rc.name_any());
+                waiting_for_rc(Box::new(move |run: &Run| {
+                    let namespace = run.namespace().unwrap_or_default();
+                    crate::triggers::dependencies::referenced_run_configurations(&run.spec.parameters, &[])
+                        .iter()
+                        .any(|reference| reference.qualified(&namespace) == target)
+                }))
+            }),
+        )
+        .watches_stream(
+            super::changed(wakers.providers),
+            super::waking(&queue, move |provider: Provider| {
+                super::sync::waiting_on(&provider_store, &provider)
+            }),
+        )
         .graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, super::error_policy, ctx.clone()), "run", ctx.metrics.clone())
-        .await;
+    let reconciler = super::instrumented(queue.clone(), reconcile);
+    super::drain(controller.run(reconciler, super::error_policy, ctx.clone()), queue).await;
 }
 
 #[cfg(test)]

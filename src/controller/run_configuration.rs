@@ -318,36 +318,44 @@ pub async fn run_controller(
     let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
     let [owned_changes, owned_schedules] =
         super::plain_feeds::<RunSchedule, 2>(&ctx, owned, "owned schedules");
-    let controller = Controller::for_stream(own_changes, store)
+    let queue = ctx.metrics.queue(&super::controller_name::<RunConfiguration>());
+    super::track_resources(&ctx, store.clone());
+    let controller = Controller::for_stream(super::waking_self(&queue, own_changes), store)
         .trigger_backoff(super::watch::ShortPause)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
-        .watches_stream(super::changed(dependencies), move |changed| {
-            index
-                .referrers(&qualified_name(&changed))
-                .into_iter()
-                .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(super::changed(pipelines), move |pipeline: Pipeline| {
-            let namespace = pipeline.namespace().unwrap_or_default();
-            let name = pipeline.name_any();
-            pipeline_index
-                .running_pipeline(&namespace, &name)
-                .into_iter()
-                .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
-                .collect::<Vec<_>>()
-        })
-        .owns_stream(super::changed(owned_changes));
+        .watches_stream(
+            super::changed(dependencies),
+            super::waking(&queue, move |changed: RunConfiguration| {
+                index
+                    .referrers(&qualified_name(&changed))
+                    .into_iter()
+                    .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
+                    .collect::<Vec<_>>()
+            }),
+        )
+        .watches_stream(
+            super::changed(pipelines),
+            super::waking(&queue, move |pipeline: Pipeline| {
+                let namespace = pipeline.namespace().unwrap_or_default();
+                let name = pipeline.name_any();
+                pipeline_index
+                    .running_pipeline(&namespace, &name)
+                    .into_iter()
+                    .map(|name| ObjectRef::new(&name.name).within(&name.namespace))
+                    .collect::<Vec<_>>()
+            }),
+        )
+        .owns_stream(super::waking_owners::<RunConfiguration, _>(&queue, super::changed(owned_changes)));
     let (schedules, schedules_writer) = reflector::store();
     tokio::spawn(
         super::reflect(owned_schedules, schedules.clone(), schedules_writer)
             .for_each(|_| std::future::ready(())),
     );
     let _ = schedules.wait_until_ready().await;
-    let metrics = ctx.metrics.clone();
     let rc_ctx = Arc::new(RcContext { ctx, schedules });
     let controller = controller.graceful_shutdown_on(shutdown);
-    super::drain(controller.run(reconcile, super::error_policy, rc_ctx), "runconfiguration", metrics).await;
+    let reconciler = super::instrumented(queue.clone(), reconcile);
+    super::drain(controller.run(reconciler, super::error_policy, rc_ctx), queue).await;
 }
 
 #[cfg(test)]

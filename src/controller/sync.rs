@@ -22,6 +22,7 @@ use crate::provider::{ProviderApi, ProviderError, ResourceKind, definitions};
 /// A kind the operator keeps in step with a provider.
 pub trait Synced:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + super::Tracked
     + Clone
     + Debug
     + DeserializeOwned
@@ -346,7 +347,7 @@ pub async fn apply_step<K: Synced>(
     announce_call(ctx, object, &previous, &plan, &desired).await;
     let outcome = match (state_during(&plan), provider) {
         (Some(_), Some(provider)) => Some(match ctx.providers.client_for(provider).await {
-            Ok(client) => call(ctx, client.as_ref(), &plan, K::RESOURCE, definition.as_ref()).await,
+            Ok(client) => call(ctx, client.as_ref(), provider, &plan, K::RESOURCE, definition.as_ref()).await,
             Err(message) => {
                 Outcome::Failed(Failure::new(ErrorClass::Transient, "ProviderUnavailable", message))
             }
@@ -437,6 +438,7 @@ fn show_next_attempt(status: &mut Status, class: ErrorClass, delay: std::time::D
 async fn call(
     ctx: &Context,
     client: &dyn ProviderApi,
+    provider: &Provider,
     plan: &Plan,
     kind: ResourceKind,
     definition: Option<&Value>,
@@ -444,31 +446,37 @@ async fn call(
     let timeout = ctx.config.provider_call_timeout;
     let null = Value::Null;
     let definition = definition.unwrap_or(&null);
+    let operation = match plan {
+        Plan::Create => "create",
+        Plan::Update { .. } => "update",
+        Plan::Delete { .. } => "delete",
+        Plan::Nothing | Plan::MarkDeleted | Plan::Refuse(_) => {
+            return Outcome::Done { id: String::new() };
+        }
+    };
+    let started = std::time::Instant::now();
     let result = match plan {
-        Plan::Create => tokio::time::timeout(timeout, client.create(kind, definition)).await,
         Plan::Update { id } => tokio::time::timeout(timeout, client.update(kind, id, definition)).await,
         Plan::Delete { id } => {
             tokio::time::timeout(timeout, async { client.delete(kind, id).await.map(|()| String::new()) })
                 .await
         }
-        Plan::Nothing | Plan::MarkDeleted | Plan::Refuse(_) => {
-            return Outcome::Done { id: String::new() };
-        }
+        _ => tokio::time::timeout(timeout, client.create(kind, definition)).await,
     };
-    let operation = match plan {
-        Plan::Create => "create",
-        Plan::Update { .. } => "update",
-        _ => "delete",
+    let labels = crate::metrics::ProviderLatencyLabels {
+        provider: format!("{}/{}", provider.namespace().unwrap_or_default(), provider.name_any()),
+        kind: kind.as_str().into(),
+        operation: operation.into(),
     };
     let error = match result {
         Ok(Ok(id)) => {
-            ctx.metrics.provider_call(kind.as_str(), operation, "ok");
+            ctx.metrics.provider_call(&labels, "ok", started.elapsed());
             return Outcome::Done { id };
         }
         Ok(Err(error)) => error,
         Err(_) => ProviderError::Timeout { seconds: timeout.as_secs() },
     };
-    ctx.metrics.provider_call(kind.as_str(), operation, error.category());
+    ctx.metrics.provider_call(&labels, error.category(), started.elapsed());
     Outcome::Failed(Failure::new(super::error::provider_class(&error), error.category(), error.to_string()))
 }
 
@@ -507,17 +515,17 @@ pub async fn run_controller<K: Synced>(
     providers: super::Feed<Provider>,
     shutdown: crate::shutdown::Shutdown,
 ) {
-    let controller = super::lean_controller(&ctx, feed, |object: &K| object.reconcile_trigger());
+    let queue = ctx.metrics.queue(&super::controller_name::<K>());
+    let controller = super::lean_controller(&ctx, feed, &queue, |object: &K| object.reconcile_trigger());
     let store = controller.store();
     let controller = controller
-        .watches_stream(super::changed(providers), move |provider: Provider| waiting_on(&store, &provider))
+        .watches_stream(
+            super::changed(providers),
+            super::waking(&queue, move |provider: Provider| waiting_on(&store, &provider)),
+        )
         .graceful_shutdown_on(shutdown);
-    super::drain(
-        controller.run(reconcile::<K>, super::error_policy, ctx.clone()),
-        K::RESOURCE.as_str(),
-        ctx.metrics.clone(),
-    )
-    .await;
+    let reconciler = super::instrumented(queue.clone(), reconcile::<K>);
+    super::drain(controller.run(reconciler, super::error_policy, ctx.clone()), queue).await;
 }
 
 #[cfg(test)]

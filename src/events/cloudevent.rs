@@ -138,12 +138,20 @@ impl CloudEventOptions {
 /// The deterministic CloudEvent `id`: lower-case hex SHA-1 over
 /// `type NUL provider NUL runId NUL status`.
 pub fn event_id(kind: EventKind, event: &RunCompletionEvent) -> String {
+    id_of(kind, &event.provider, &event.run_id, event.status)
+}
+
+/// The id that follows one completion through the logs (`trace_id`): the id of its
+/// run-completion CloudEvent, known before the event is built and the same on every repeat.
+pub fn trace_id(provider: &NamespacedName, run_id: &str, status: RunCompletionStatus) -> String {
+    id_of(EventKind::RunCompletion, provider, run_id, status)
+}
+
+fn id_of(kind: EventKind, provider: &NamespacedName, run_id: &str, status: RunCompletionStatus) -> String {
     let mut hasher = Sha1::new();
-    let provider = event.provider.to_string();
+    let provider = provider.to_string();
     for (i, part) in
-        [kind.cloud_event_type(), provider.as_str(), event.run_id.as_str(), event.status.as_str()]
-            .into_iter()
-            .enumerate()
+        [kind.cloud_event_type(), provider.as_str(), run_id, status.as_str()].into_iter().enumerate()
     {
         if i > 0 {
             hasher.update([0u8]);

@@ -2,16 +2,20 @@
 //! every run-completion event on its Run and RunConfiguration (which is what fires the
 //! dependants), acknowledging a message only after those writes succeeded. Messages that are not
 //! run-completion CloudEvents go to the dead-letter subject `<prefix>.dead-letter` with the reason
-//! in the `Kfp-Dead-Letter-Reason` header, and are not redelivered.
+//! in the `Kfp-Dead-Letter-Reason` header, and are not redelivered (counted as dead-lettered
+//! of the `jetstream` sink). A completion is recorded in a span with its `trace_id`, as at the
+//! ingest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
+use tracing::Instrument;
 
 use super::completion::RunCompletionEvent;
 use super::ingest::Resources;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The durable consumer's name.
@@ -42,12 +46,16 @@ pub fn decode(payload: &[u8]) -> Result<RunCompletionEvent, String> {
         .map_err(|e| format!("data is not a RunCompletionEvent: {e}"))
 }
 
+/// The sink whose stream the consumer reads, as metrics name it.
+const SINK: &str = "jetstream";
+
 /// Consumes run-completion events until `shutdown`.
 pub async fn consume_completions(
     client: async_nats::Client,
     stream: String,
     prefix: String,
     resources: Arc<dyn Resources>,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<(), ConsumerError> {
     let setup = |message: String| ConsumerError::Setup { stream: stream.clone(), message };
@@ -90,6 +98,7 @@ pub async fn consume_completions(
                     {
                         Ok(ack) => match ack.await {
                             Ok(_) => {
+                                metrics.dead_lettered(SINK);
                                 tracing::warn!(subject = %message.subject, %reason, "completion consumer: dead-lettered");
                                 AckKind::Term
                             }
@@ -98,14 +107,15 @@ pub async fn consume_completions(
                         Err(_) => AckKind::Nak(Some(Duration::from_secs(1))),
                     }
                 }
-                Ok(completion) => match resources.record(&completion).await {
-                    Ok(()) => AckKind::Ack,
-                    Err(error) if error.status() == axum::http::StatusCode::GONE => AckKind::Ack,
-                    Err(error) => {
-                        tracing::warn!(%error, run_id = %completion.run_id, "completion consumer: not recorded; redelivery in 5s");
-                        AckKind::Nak(Some(Duration::from_secs(5)))
-                    }
-                },
+                Ok(completion) => {
+                    let span = tracing::info_span!(
+                        "completion",
+                        trace_id = %super::cloudevent::trace_id(&completion.provider, &completion.run_id, completion.status),
+                        run_id = %completion.run_id,
+                        namespace = %completion.pipeline_name.namespace,
+                    );
+                    record(resources.as_ref(), &completion).instrument(span).await
+                }
             };
             if let Err(error) = message.ack_with(outcome).await {
                 tracing::warn!(%error, "completion consumer: acknowledging failed; the message will be redelivered");
@@ -117,6 +127,21 @@ pub async fn consume_completions(
         () = shutdown => {},
     }
     Ok(())
+}
+
+/// Records a completion from the bus; what to answer the bus.
+async fn record(resources: &dyn Resources, completion: &RunCompletionEvent) -> AckKind {
+    match resources.record(completion, std::time::Instant::now()).await {
+        Ok(()) => {
+            tracing::debug!("completion consumer: recorded");
+            AckKind::Ack
+        }
+        Err(error) if error.status() == axum::http::StatusCode::GONE => AckKind::Ack,
+        Err(error) => {
+            tracing::warn!(%error, "completion consumer: not recorded; redelivery in 5s");
+            AckKind::Nak(Some(Duration::from_secs(5)))
+        }
+    }
 }
 
 #[cfg(test)]

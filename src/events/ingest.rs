@@ -4,8 +4,13 @@
 //! named Run nor RunConfiguration exists, 500 when publishing or recording failed, 413 above the
 //! size limit, and 200 only after every sink accepted the events and the Run recorded its
 //! completion. Every rejection says why in its body.
+//!
+//! Each completion is counted by result, and its work runs in a span carrying its `trace_id`
+//! (the id of its run-completion CloudEvent, [`trace_id`]): the lines of its receipt, of each
+//! sink's publish, of its record on the Run and of the dependant Runs it starts all carry it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,11 +21,13 @@ use axum::routing::any;
 use chrono::Utc;
 use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
-use super::cloudevent::{CloudEventOptions, cloud_events_for};
+use super::cloudevent::{CloudEventOptions, cloud_events_for, trace_id};
 use super::completion::{RunCompletionEvent, RunCompletionEventData, select_artifacts};
 use super::sink::{Outgoing, Sink};
 use crate::api::OutputArtifact;
+use crate::metrics::Metrics;
 
 /// Why a completion was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,8 +86,12 @@ pub trait Resources: Send + Sync {
         &'a self,
         data: &'a RunCompletionEventData,
     ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>>;
-    /// Records the completion on the Run it names, if any.
-    fn record<'a>(&'a self, event: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>>;
+    /// Records the completion on the Run it names, if any; `received` is when it arrived.
+    fn record<'a>(
+        &'a self,
+        event: &'a RunCompletionEvent,
+        received: Instant,
+    ) -> BoxFuture<'a, Result<(), IngestError>>;
 }
 
 /// Turns accepted completions into published CloudEvents and recorded Run states.
@@ -90,15 +101,22 @@ pub struct Ingest {
     options: CloudEventOptions,
     in_flight: Semaphore,
     max_body_bytes: usize,
+    metrics: Metrics,
+}
+
+fn millis(took: Duration) -> u64 {
+    u64::try_from(took.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Ingest {
+    /// An ingest publishing on `sinks`, recording into `resources`, counting into `metrics`.
     pub fn new(
         resources: Arc<dyn Resources>,
         sinks: Vec<Arc<dyn Sink>>,
         options: CloudEventOptions,
         max_in_flight: usize,
         max_body_bytes: usize,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             resources,
@@ -106,12 +124,54 @@ impl Ingest {
             options,
             in_flight: Semaphore::new(max_in_flight.max(1)),
             max_body_bytes,
+            metrics,
         })
     }
 
     /// Accepts one completion: selects its artifacts, publishes its CloudEvents on every sink
-    /// and records it. Returns only when all of that is durable.
+    /// and records it. Returns only when all of that is durable. Counted, and logged in the
+    /// completion's span.
     pub async fn accept(&self, data: RunCompletionEventData) -> Result<RunCompletionEvent, IngestError> {
+        let received = Instant::now();
+        let span = tracing::info_span!(
+            "completion",
+            trace_id = %trace_id(&data.provider, &data.run_id, data.status),
+            run_id = %data.run_id,
+            namespace = %data.pipeline_name.namespace,
+        );
+        let result = self.accept_in_span(data, received).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match &result {
+            Ok(completion) => {
+                self.metrics.ingested("accepted");
+                tracing::info!(
+                    status = completion.status.as_str(),
+                    duration_ms = millis(received.elapsed()),
+                    "completion accepted"
+                );
+            }
+            Err(error) => self.rejected(error),
+        }
+        result
+    }
+
+    fn rejected(&self, error: &IngestError) {
+        self.metrics.ingested(error.category());
+        tracing::info!(category = error.category(), %error, "completion rejected");
+    }
+
+    async fn accept_in_span(
+        &self,
+        data: RunCompletionEventData,
+        received: Instant,
+    ) -> Result<RunCompletionEvent, IngestError> {
+        tracing::info!(
+            status = data.status.as_str(),
+            pipeline = %data.pipeline_name,
+            runconfiguration = data.run_configuration_name.as_ref().map(ToString::to_string),
+            run = data.run_name.as_ref().map(ToString::to_string),
+            "completion received"
+        );
         let _permit = self
             .in_flight
             .acquire()
@@ -124,18 +184,52 @@ impl Ingest {
         let completion = RunCompletionEvent::from_data(data, artifacts);
         let outgoing =
             Outgoing { cloud_events: cloud_events_for(&completion, &self.options, Utc::now()), completion };
-        let results = join_all(self.sinks.iter().map(|sink| sink.publish(&outgoing))).await;
-        let failures: Vec<String> =
-            results.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+        let results = join_all(self.sinks.iter().map(|sink| {
+            let outgoing = &outgoing;
+            async move {
+                let started = Instant::now();
+                (sink.name(), sink.publish(outgoing).await, started.elapsed())
+            }
+        }))
+        .await;
+        let mut failures = Vec::new();
+        for (sink, result, took) in results {
+            match result {
+                Ok(delivery) => {
+                    self.metrics.published(sink, delivery, took);
+                    tracing::info!(
+                        sink,
+                        published = delivery.published,
+                        acked = delivery.acked,
+                        duplicates = delivery.duplicates,
+                        duration_ms = millis(took),
+                        "completion published"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(sink, category = error.category(), %error, "completion not published");
+                    failures.push(error.to_string());
+                }
+            }
+        }
         if !failures.is_empty() {
             return Err(IngestError::Internal(format!("not published: {}", failures.join("; "))));
         }
-        self.resources.record(&outgoing.completion).await?;
+        self.resources.record(&outgoing.completion, received).await?;
         Ok(outgoing.completion)
     }
 
     /// Decodes and accepts one HTTP request.
     pub async fn handle(&self, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<(), IngestError> {
+        let data = Self::decode(method, headers, body).inspect_err(|error| self.rejected(error))?;
+        self.accept(data).await.map(|_| ())
+    }
+
+    fn decode(
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<RunCompletionEventData, IngestError> {
         if method != Method::POST {
             return Err(IngestError::MethodNotAllowed(method.to_string()));
         }
@@ -147,9 +241,7 @@ impl Ingest {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(IngestError::EmptyBody);
         }
-        let data: RunCompletionEventData =
-            serde_json::from_slice(body).map_err(|e| IngestError::Undecodable(e.to_string()))?;
-        self.accept(data).await.map(|_| ())
+        serde_json::from_slice(body).map_err(|e| IngestError::Undecodable(e.to_string()))
     }
 
     /// The `/events` route.
@@ -170,10 +262,7 @@ async fn handle_request(
 ) -> Response {
     match ingest.handle(&method, &headers, &body).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(error) => {
-            tracing::info!(category = error.category(), %error, "completion rejected");
-            error.into_response()
-        }
+        Err(error) => error.into_response(),
     }
 }
 
@@ -198,13 +287,51 @@ mod tests {
             })
         }
 
-        fn record<'a>(&'a self, _: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+        fn record<'a>(
+            &'a self,
+            _: &'a RunCompletionEvent,
+            _: Instant,
+        ) -> BoxFuture<'a, Result<(), IngestError>> {
             Box::pin(async { Ok(()) })
         }
     }
 
     fn ingest() -> Arc<Ingest> {
-        Ingest::new(Arc::new(Everything), vec![], CloudEventOptions::default(), 4, 1024)
+        Ingest::new(Arc::new(Everything), vec![], CloudEventOptions::default(), 4, 1024, Metrics::default())
+    }
+
+    #[tokio::test]
+    async fn completions_are_counted_by_result_and_published_by_sink() {
+        let metrics = Metrics::default();
+        let memory: Arc<dyn Sink> = Arc::new(crate::events::sinks::MemorySink::new());
+        let ingest = Ingest::new(
+            Arc::new(Everything),
+            vec![memory],
+            CloudEventOptions::default(),
+            4,
+            1024,
+            metrics.clone(),
+        );
+        let body =
+            br#"{"status":"failed","pipelineName":"ns/p","runName":"ns/r","runId":"1","provider":"ns/stub"}"#;
+        ingest.handle(&Method::POST, &json_headers(), body).await.unwrap();
+        ingest.handle(&Method::POST, &json_headers(), body).await.unwrap();
+        assert_eq!(
+            ingest.handle(&Method::GET, &json_headers(), body).await.unwrap_err().category(),
+            "MethodNotAllowed"
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).unwrap();
+        for line in [
+            r#"kfp_operator_events_ingested_total{result="accepted"} 2"#,
+            r#"kfp_operator_events_ingested_total{result="MethodNotAllowed"} 1"#,
+            r#"kfp_operator_events_published_total{sink="memory"} 2"#,
+            r#"kfp_operator_events_acked_total{sink="memory"} 1"#,
+            r#"kfp_operator_events_duplicates_total{sink="memory"} 1"#,
+            r#"kfp_operator_event_publish_duration_seconds_count{sink="memory"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 
     fn json_headers() -> HeaderMap {

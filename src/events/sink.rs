@@ -6,6 +6,7 @@ use std::fmt;
 use futures::future::BoxFuture;
 
 use super::completion::RunCompletionEvent;
+pub use crate::metrics::Delivery;
 
 /// One completion, ready to publish: the event and its CloudEvents (`run-completion`, and
 /// `model-ready` when it applies).
@@ -41,11 +42,12 @@ impl SinkError {
 }
 
 /// A destination for completions. `publish` returns only when the bus has durably accepted
-/// everything it was given (JetStream: acknowledged), so the caller may acknowledge upstream.
+/// everything it was given (JetStream: acknowledged), so the caller may acknowledge upstream,
+/// and says what the bus did with it (stored, or dropped as a duplicate).
 /// Publishing the same [`Outgoing`] again must not produce a second message for consumers
 /// (JetStream: the same `Nats-Msg-Id`, inside the duplicate window).
 pub trait Sink: Send + Sync + fmt::Debug {
     /// A short name for logs and metrics (`jetstream`, `argo-eventbus`, `legacy-nats`, `memory`).
     fn name(&self) -> &'static str;
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>>;
 }

@@ -63,7 +63,11 @@ impl Resources for CachedResources {
         })
     }
 
-    fn record<'a>(&'a self, _: &'a RunCompletionEvent) -> BoxFuture<'a, Result<(), IngestError>> {
+    fn record<'a>(
+        &'a self,
+        _: &'a RunCompletionEvent,
+        _: std::time::Instant,
+    ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -160,6 +164,7 @@ async fn run_one(
         options.clone(),
         concurrency * 2,
         1 << 20,
+        Default::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/events", listener.local_addr()?);
@@ -481,6 +486,7 @@ impl EngineUnderTest {
             CloudEventOptions::default(),
             16,
             1 << 20,
+            Default::default(),
         );
         Ok(Self { namespace, ingest, stop, controller })
     }

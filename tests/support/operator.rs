@@ -47,6 +47,7 @@ impl Operator {
             Default::default(),
             16,
             1 << 20,
+            ctx.metrics.clone(),
         );
         let completions = kfp_operator::completion::stub::complete_stub_runs(
             ingest.clone(),
@@ -97,7 +98,18 @@ pub struct OperatorProcess {
 
 impl OperatorProcess {
     pub fn start(config: &std::path::Path) -> Self {
-        Self::spawn(config, &super::control_plane().kubeconfig, super::free_port(), None)
+        Self::spawn(config, &super::control_plane().kubeconfig, super::free_port(), None, &[])
+    }
+
+    /// Logging JSON lines (`--log-json`) to `log`.
+    pub fn start_logging_json(config: &std::path::Path, log: &std::path::Path) -> Self {
+        Self::spawn(
+            config,
+            &super::control_plane().kubeconfig,
+            super::free_port(),
+            Some(log),
+            &["--log-json"],
+        )
     }
 
     /// With its own kubeconfig and admin port, its output written to `log`.
@@ -107,7 +119,7 @@ impl OperatorProcess {
         admin_port: u16,
         log: &std::path::Path,
     ) -> Self {
-        Self::spawn(config, kubeconfig, admin_port, Some(log))
+        Self::spawn(config, kubeconfig, admin_port, Some(log), &[])
     }
 
     fn spawn(
@@ -115,10 +127,13 @@ impl OperatorProcess {
         kubeconfig: &std::path::Path,
         admin_port: u16,
         log: Option<&std::path::Path>,
+        flags: &[&str],
     ) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kfp-operator"));
         command
-            .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}"), "--config"])
+            .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            .args(flags)
+            .arg("--config")
             .arg(config)
             .env("KUBECONFIG", kubeconfig)
             .stdin(std::process::Stdio::null());
@@ -141,6 +156,14 @@ impl OperatorProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// The samples `/metrics` answers now.
+    pub async fn metrics(&self) -> Option<super::openmetrics::Samples> {
+        match super::http_get(self.admin_port, "/metrics").await {
+            Some((200, text)) => Some(super::openmetrics::Samples::parse(&text)),
+            _ => None,
+        }
     }
 
     /// Whether `/readyz` answers 200.

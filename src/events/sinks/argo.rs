@@ -36,7 +36,7 @@ use serde_json::json;
 use super::acked::{AckedPublisher, MissingStream};
 use crate::events::cloudevent::{JSON_CONTENT_TYPE, to_structured_bytes, to_structured_json};
 use crate::events::config;
-use crate::events::sink::{Outgoing, Sink, SinkError};
+use crate::events::sink::{Delivery, Outgoing, Sink, SinkError};
 
 const NAME: &str = "argo-eventbus";
 const MISSING_STREAM_HINT: &str = "Argo Events creates the EventBus stream when the first EventSource or Sensor \
@@ -97,15 +97,17 @@ impl ArgoEventBusSink {
         &self.subject
     }
 
-    async fn publish_all(&self, outgoing: &Outgoing) -> Result<(), SinkError> {
+    async fn publish_all(&self, outgoing: &Outgoing) -> Result<Delivery, SinkError> {
         let _permit = self.publisher.permit().await?;
         let deadline = self.publisher.deadline();
+        let mut delivery = Delivery::default();
         for event in &outgoing.cloud_events {
             let bus_event = argo_bus_event(event, &self.event_source_name, &self.event_name)?;
             let payload = Bytes::from(to_structured_bytes(&bus_event));
-            self.publisher.publish(&self.subject, bus_event.id(), payload, deadline).await?;
+            let ack = self.publisher.publish(&self.subject, bus_event.id(), payload, deadline).await?;
+            delivery = delivery.and(Delivery::acknowledged(ack.duplicate));
         }
-        Ok(())
+        Ok(delivery)
     }
 }
 
@@ -139,7 +141,7 @@ impl Sink for ArgoEventBusSink {
         NAME
     }
 
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>> {
         self.publish_all(outgoing).boxed()
     }
 }

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use super::acked::{AckedPublisher, MissingStream, RETRY_BUDGET_FACTOR};
 use crate::events::cloudevent::{nats_subject_for, to_structured_bytes};
 use crate::events::config;
-use crate::events::sink::{Outgoing, Sink, SinkError};
+use crate::events::sink::{Delivery, Outgoing, Sink, SinkError};
 
 const NAME: &str = "jetstream";
 /// The shortest duplicate window accepted.
@@ -103,7 +103,7 @@ impl JetStreamSink {
         Ok(())
     }
 
-    async fn publish_all(&self, outgoing: &Outgoing) -> Result<(), SinkError> {
+    async fn publish_all(&self, outgoing: &Outgoing) -> Result<Delivery, SinkError> {
         let _permit = self.publisher.permit().await?;
         let deadline = self.publisher.deadline();
         let mut messages = Vec::with_capacity(outgoing.cloud_events.len());
@@ -122,11 +122,14 @@ impl JetStreamSink {
             messages.push((subject, event.id(), Bytes::from(to_structured_bytes(event))));
         }
         // The events of one completion are independent: their acks are awaited together.
-        futures::future::try_join_all(messages.into_iter().map(|(subject, id, payload)| async move {
-            self.publisher.publish(&subject, id, payload, deadline).await
-        }))
-        .await?;
-        Ok(())
+        let acks =
+            futures::future::try_join_all(messages.into_iter().map(|(subject, id, payload)| async move {
+                self.publisher.publish(&subject, id, payload, deadline).await
+            }))
+            .await?;
+        Ok(acks
+            .iter()
+            .fold(Delivery::default(), |delivery, ack| delivery.and(Delivery::acknowledged(ack.duplicate))))
     }
 }
 
@@ -135,7 +138,7 @@ impl Sink for JetStreamSink {
         NAME
     }
 
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>> {
         self.publish_all(outgoing).boxed()
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::events::cloudevent::legacy_body;
 use crate::events::config;
-use crate::events::sink::{Outgoing, Sink, SinkError};
+use crate::events::sink::{Delivery, Outgoing, Sink, SinkError};
 
 const NAME: &str = "legacy-nats";
 
@@ -48,7 +48,7 @@ impl LegacyNatsSink {
         &self.subject
     }
 
-    async fn publish_one(&self, outgoing: &Outgoing) -> Result<(), SinkError> {
+    async fn publish_one(&self, outgoing: &Outgoing) -> Result<Delivery, SinkError> {
         let unavailable = |message: String| SinkError::Unavailable { sink: NAME.into(), message };
         let _permit =
             self.in_flight.acquire().await.map_err(|_| unavailable("the sink is shutting down".into()))?;
@@ -63,9 +63,12 @@ impl LegacyNatsSink {
                 unavailable(format!("flushing after publishing on {} failed: {error}", self.subject))
             })
         };
-        tokio::time::timeout(self.publish_timeout, send).await.unwrap_or_else(|_| {
-            Err(SinkError::Timeout { sink: NAME.into(), seconds: self.publish_timeout.as_secs().max(1) })
-        })
+        tokio::time::timeout(self.publish_timeout, send)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError::Timeout { sink: NAME.into(), seconds: self.publish_timeout.as_secs().max(1) })
+            })
+            .map(|()| Delivery { published: 1, ..Delivery::default() })
     }
 }
 
@@ -74,7 +77,7 @@ impl Sink for LegacyNatsSink {
         NAME
     }
 
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>> {
         self.publish_one(outgoing).boxed()
     }
 }

@@ -9,7 +9,7 @@ use cloudevents::{AttributesReader, Event};
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use crate::events::sink::{Outgoing, Sink, SinkError};
+use crate::events::sink::{Delivery, Outgoing, Sink, SinkError};
 
 const NAME: &str = "memory";
 /// How many events a subscriber may fall behind before it misses some
@@ -100,10 +100,10 @@ impl Sink for MemorySink {
         NAME
     }
 
-    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<(), SinkError>> {
-        for event in &outgoing.cloud_events {
-            self.record(event);
-        }
-        Box::pin(std::future::ready(Ok(())))
+    fn publish<'a>(&'a self, outgoing: &'a Outgoing) -> BoxFuture<'a, Result<Delivery, SinkError>> {
+        let delivery = outgoing.cloud_events.iter().fold(Delivery::default(), |delivery, event| {
+            delivery.and(Delivery::acknowledged(!self.record(event)))
+        });
+        Box::pin(std::future::ready(Ok(delivery)))
     }
 }
