@@ -14,6 +14,8 @@ use kfp_operator::api::{NamespacedName, Pipeline, Provider, Run, RunConfiguratio
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
 
+use kfp_operator::tools::monitoring;
+
 mod support;
 use support::fixtures::{self, StubProviderExt};
 use support::openmetrics::Samples;
@@ -137,6 +139,19 @@ async fn after_the_quickstart_chain_the_admin_port_shows_every_series() {
         .await;
     for family in EVERY_FAMILY {
         assert!(samples.families.contains(family), "{family} is not declared: {:?}", samples.families);
+    }
+    for expr in monitoring::expressions() {
+        for series in monitoring::promql_series(expr) {
+            let family = monitoring::family_of(&series);
+            assert!(
+                samples.families.contains(family),
+                "the dashboard or an alert reads {series}, not declared: {expr}"
+            );
+            assert!(
+                samples.samples.iter().any(|sample| sample.name == series),
+                "the dashboard or an alert reads {series}, which /metrics has no sample of: {expr}"
+            );
+        }
     }
     let jetstream = [("sink", "jetstream")];
     let positive = |name: &str, labels: &[(&str, &str)]| {

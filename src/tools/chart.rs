@@ -378,12 +378,14 @@ fn with_parts(base: &str, parts: &[Part<'_>]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// `text` with the single line whose trimmed content is `key:` and the lines under it replaced
-/// by `key: <expression>`.
-fn replace_block(text: &str, key: &str, expression: &str) -> anyhow::Result<String> {
+/// `text` with the single line whose trimmed content is `key:`, followed by a line starting
+/// `first_child`, and the lines under it replaced by `key: <expression>`.
+fn replace_block(text: &str, key: &str, first_child: &str, expression: &str) -> anyhow::Result<String> {
     let lines: Vec<&str> = text.lines().collect();
     let header = format!("{key}:");
-    let starts: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].trim() == header).collect();
+    let starts: Vec<usize> = (0..lines.len().saturating_sub(1))
+        .filter(|&i| lines[i].trim() == header && lines[i + 1].trim_start().starts_with(first_child))
+        .collect();
     let [start] = starts[..] else { anyhow::bail!("{} blocks {header}", starts.len()) };
     let depth = |line: &str| line.len() - line.trim_start().len();
     let end =
@@ -449,7 +451,7 @@ fn installation_template() -> anyhow::Result<String> {
             Part { open: "{{- if .Values.webhook.enabled }}".into(), with: &webhook },
         ],
     )?;
-    let template = replace_block(&template, "resources", "{{ toJson .Values.resources }}")?;
+    let template = replace_block(&template, "resources", "limits:", "{{ toJson .Values.resources }}")?;
     Ok(substituted(
         template,
         &[NAMESPACE, RELEASE, IMAGE, PULL_POLICY, CONFIG, REPLICAS, WEBHOOK_SECRET, SINK_SECRET],
@@ -645,7 +647,7 @@ mod tests {
     fn a_block_and_a_list_item_become_expressions() {
         let text = "spec:\n  resources:\n    limits:\n      cpu: 1\n  name: x\n";
         assert_eq!(
-            replace_block(text, "resources", "{{ r }}").unwrap(),
+            replace_block(text, "resources", "limits:", "{{ r }}").unwrap(),
             "spec:\n  resources: {{ r }}\n  name: x\n"
         );
         let text = "to:\n- ipBlock:\n    cidr: S\nports:\n- 1\n";
