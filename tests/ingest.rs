@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -21,7 +20,6 @@ use kfp_operator::events::ingest::Ingest;
 use kfp_operator::events::sink::{Outgoing, Sink, SinkError};
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
@@ -52,35 +50,8 @@ impl Sink for RecordingSink {
 
 async fn request(port: u16, method: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
     let content_type = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
-    let (status, _, body) = exchange(port, method, &content_type, body).await;
+    let (status, _, body) = support::http_exchange(port, method, "/events", &content_type, body).await;
     (status, body)
-}
-
-/// A JSON POST with `authorization` (the header's value, if any): status, head and body.
-async fn post_as(port: u16, authorization: Option<&str>, body: &str) -> (u16, String, String) {
-    let mut headers = "Content-Type: application/json\r\n".to_owned();
-    if let Some(authorization) = authorization {
-        headers.push_str(&format!("Authorization: {authorization}\r\n"));
-    }
-    exchange(port, "POST", &headers, body).await
-}
-
-async fn exchange(port: u16, method: &str, headers: &str, body: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let head = format!(
-        "{method} /events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_owned(), body.to_owned())
 }
 
 async fn start(client: &kube::Client, sink: Arc<RecordingSink>) -> u16 {
@@ -314,21 +285,22 @@ async fn only_the_providers_service_account_may_post_completions() {
     let body = completion(&ns, Some("penguin-run"), None).to_string();
     let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
 
-    let (status, head, text) = post_as(port, None, &body).await;
+    let (status, head, text) = support::post_events(port, None, &body).await;
     assert_eq!(status, 401, "{text}");
     assert!(head.to_lowercase().contains("www-authenticate: bearer"), "{head}");
     assert!(text.contains("no bearer token"), "{text}");
 
-    let (status, _, text) = post_as(port, Some("Bearer not-a-token"), &body).await;
+    let (status, _, text) = support::post_events(port, Some("Bearer not-a-token"), &body).await;
     assert_eq!(status, 401, "{text}");
     assert!(text.starts_with("the token is not valid"), "{text}");
 
     let other_audience = token_of(&client, &ns, "kfp-stub", "some-other-audience").await;
-    let (status, _, text) = post_as(port, Some(&format!("Bearer {other_audience}")), &body).await;
+    let (status, _, text) =
+        support::post_events(port, Some(&format!("Bearer {other_audience}")), &body).await;
     assert_eq!(status, 401, "a token for another audience: {text}");
 
     let foreign = token_of(&client, &elsewhere, "kfp-stub", AUDIENCE).await;
-    let (status, _, text) = post_as(port, Some(&format!("Bearer {foreign}")), &body).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {foreign}")), &body).await;
     assert_eq!(status, 403, "{text}");
     assert_eq!(
         text,
@@ -338,14 +310,14 @@ async fn only_the_providers_service_account_may_post_completions() {
         )
     );
     let intruder = token_of(&client, &ns, "intruder", AUDIENCE).await;
-    let (status, _, text) = post_as(port, Some(&format!("Bearer {intruder}")), &body).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {intruder}")), &body).await;
     assert_eq!(status, 403, "another ServiceAccount of the same namespace: {text}");
 
     assert!(sink.published.lock().unwrap().is_empty(), "no refused completion is published");
     assert_eq!(completion_state(&runs.get("penguin-run").await.unwrap()), None);
 
     let own = token_of(&client, &ns, "kfp-stub", AUDIENCE).await;
-    let (status, _, text) = post_as(port, Some(&format!("Bearer {own}")), &body).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {own}")), &body).await;
     assert_eq!((status, text.as_str()), (200, ""));
     assert_eq!(completion_state(&runs.get("penguin-run").await.unwrap()), Some(CompletionState::Succeeded));
     assert_eq!(sink.published.lock().unwrap().len(), 1);
@@ -368,7 +340,7 @@ async fn a_token_review_outage_answers_503_never_200() {
     let port = start_authenticated(&client, sink.clone(), Some(authenticator)).await;
     let body = completion(&ns, Some("penguin-run"), None).to_string();
     for _ in 0..2 {
-        let (status, head, text) = post_as(port, Some(&format!("Bearer {own}")), &body).await;
+        let (status, head, text) = support::post_events(port, Some(&format!("Bearer {own}")), &body).await;
         assert_eq!(status, 503, "{text}");
         assert!(head.to_lowercase().contains("retry-after: 1"), "{head}");
         assert!(text.contains("could not be reviewed"), "{text}");
