@@ -36,8 +36,9 @@ pub const WEBHOOK_PORT: i32 = 9443;
 const CONFIG_DIR: &str = "/etc/kfp-operator";
 const WEBHOOK_CERT_DIR: &str = "/etc/kfp-operator/tls";
 /// The configuration of a plain installation: every setting at its default.
-pub const DEFAULT_CONFIG: &str =
-    "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n";
+pub const DEFAULT_CONFIG: &str = "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n\
+     # POST /events takes completions only from the reporting Provider's ServiceAccount.\n\
+     events:\n  authentication: serviceAccountToken\n  tokenAudience: kfp-operator-events\n";
 
 /// What varies between installations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,7 @@ pub fn policy_rules() -> Vec<PolicyRule> {
         rule("", &["pods"], &["get", "list", "watch"]),
         rule("", &["pods/log"], &["get"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
+        rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"]),
     ]
 }
@@ -585,6 +587,11 @@ image:
 # The listen addresses are set by the chart.
 config:
   namespaces: []
+  # POST /events takes completions only from the reporting Provider's ServiceAccount (a
+  # TokenReview of its bearer token); `none` lets anyone who reaches the Service report.
+  events:
+    authentication: serviceAccountToken
+    tokenAudience: kfp-operator-events
 
 # The webhook (HTTPS on port 9443 of the release's Service): the CRDs' conversion webhook, which
 # serves v1alpha5 and v1alpha6 (v1beta1 needs no conversion), and `/validate`.
@@ -636,7 +643,7 @@ impl LocalOverlay {
     /// The operator configuration: the watched namespaces and the JetStream sink.
     pub fn config(&self) -> String {
         format!(
-            "namespaces: [{}]\nevents:\n  nats:\n    url: {}\n  jetstream:\n    enabled: true\n",
+            "namespaces: [{}]\nevents:\n  authentication: serviceAccountToken\n  nats:\n    url: {}\n  jetstream:\n    enabled: true\n",
             self.namespaces.join(", "),
             self.nats_url
         )
