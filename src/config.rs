@@ -326,6 +326,29 @@ mod tests {
     }
 
     #[test]
+    fn events_authentication_defaults_to_service_account_tokens_and_is_checked() {
+        use crate::events::config::IngestAuthentication;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "namespaces: []\n").unwrap();
+        let events = OperatorConfig::from_file(&path).unwrap().events;
+        assert_eq!(events.authentication, IngestAuthentication::ServiceAccountToken);
+        assert_eq!(events.token_audience, "kfp-operator-events");
+
+        std::fs::write(&path, "events:\n  authentication: none\n").unwrap();
+        let events = OperatorConfig::from_file(&path).unwrap().events;
+        assert_eq!(events.authentication, IngestAuthentication::None);
+
+        std::fs::write(&path, "events:\n  authentication: mutualTls\n").unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("mutualTls") && error.contains("serviceAccountToken"), "{error}");
+
+        std::fs::write(&path, "events:\n  tokenAudience: \"\"\n").unwrap();
+        let error = OperatorConfig::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("events.tokenAudience"), "{error}");
+    }
+
+    #[test]
     fn retries_back_off_exponentially_up_to_the_maximum() {
         let config = OperatorConfig::default();
         assert_eq!(config.retry_delay(0), Duration::from_secs(1));

@@ -11,6 +11,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::completion::KubeResources;
+use crate::completion::token_review::KubeTokenReviewer;
+use crate::events::auth::Authenticator;
+use crate::events::config::IngestAuthentication;
 use crate::events::ingest::Ingest;
 use crate::leader::LeaderElection;
 use crate::server::{self, AdminState};
@@ -196,6 +199,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let authenticator = match events_config.authentication {
+        IngestAuthentication::ServiceAccountToken => Some(Authenticator::new(
+            Arc::new(KubeTokenReviewer::new(client.clone())),
+            events_config.token_audience.clone(),
+        )),
+        IngestAuthentication::None => {
+            tracing::warn!(
+                "events.authentication is none: anyone who reaches /events may report completions"
+            );
+            None
+        }
+    };
     let ingest = Ingest::new(
         resources,
         sinks.all.clone(),
@@ -207,9 +222,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ingest_listener = TcpListener::bind(events_config.listen_addr)
         .await
         .with_context(|| format!("binding the run-completion ingest to {}", events_config.listen_addr))?;
-    tracing::info!(addr = %events_config.listen_addr, "run-completion ingest listening on /events");
+    tracing::info!(addr = %events_config.listen_addr, authentication = ?events_config.authentication, "run-completion ingest listening on /events");
     let ingest_server = tokio::spawn(
-        axum::serve(ingest_listener, ingest.clone().router())
+        axum::serve(ingest_listener, ingest.clone().router(authenticator))
             .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );

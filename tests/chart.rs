@@ -29,7 +29,7 @@ fn comparable(objects: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-fn of_kind<'a>(rendered: &'a [Value], kinds: &[&str]) -> Vec<Value> {
+fn of_kind(rendered: &[Value], kinds: &[&str]) -> Vec<Value> {
     rendered.iter().filter(|o| kinds.contains(&o["kind"].as_str().unwrap_or_default())).cloned().collect()
 }
 
@@ -49,7 +49,10 @@ fn expected_installation(change: impl FnOnce(&mut Installation)) -> Installation
     let mut installation = Installation {
         namespace: "ml-ops".into(),
         name: "kfp".into(),
-        config: "namespaces: []\ncrossNamespacePolicy: allow\n".into(),
+        config:
+            "namespaces: []\ncrossNamespacePolicy: allow\nevents:\n  authentication: serviceAccountToken\n  \
+                 tokenAudience: kfp-operator-events\n"
+                .into(),
         ..Installation::default()
     };
     change(&mut installation);
@@ -133,11 +136,16 @@ fn every_optional_part_renders_the_typed_objects() {
     let rendered = render("kfp", "ml-ops", &values).unwrap();
     let installation = expected_installation(|i| {
         i.replicas = 3;
-        i.config = "namespaces: [ml-a, ml-b]\ncrossNamespacePolicy: grant\nconcurrency: 8\nevents:\n  nats:\n    url: \
+        i.config = "namespaces: [ml-a, ml-b]\ncrossNamespacePolicy: grant\nconcurrency: 8\nevents:\n  authentication: serviceAccountToken\n  \
+                    tokenAudience: kfp-operator-events\n  nats:\n    url: \
                     nats://nats.ml-ops:4222\n    credsFile: /etc/kfp-operator/credentials/nats.creds\n"
             .into();
         i.sink_credentials_secret = Some("nats-creds".into());
-        i.resources = serde_json::from_value(json!({"limits": {"memory": "1Gi"}})).unwrap();
+        // Helm merges values into the defaults, so the requests stay.
+        i.resources = serde_json::from_value(
+            json!({"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "64Mi"}}),
+        )
+        .unwrap();
         i.webhook_tls_secret = Some("kfp-webhook-tls".into());
     });
     let mut expected = objects(&installation);

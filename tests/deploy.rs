@@ -7,10 +7,13 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
 use kfp_operator::tools::deploy::{Installation, generated_files};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -199,6 +202,39 @@ async fn the_operator_needs_no_more_than_its_cluster_role() {
     .await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
     assert!(leases.get(&name).await.unwrap().spec.unwrap().holder_identity.is_some(), "it leads");
+
+    // A provider service's completion, authenticated with a TokenReview the operator makes as
+    // its ServiceAccount.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let account = ServiceAccount {
+        metadata: kube::api::ObjectMeta { name: Some("default".into()), ..Default::default() },
+        ..ServiceAccount::default()
+    };
+    if accounts.get_opt("default").await.unwrap().is_none() {
+        accounts.create(&post, &account).await.unwrap();
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["kfp-operator-events".into()],
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token =
+        accounts.create_token_request("default", &post, &request).await.unwrap().status.unwrap().token;
+    let evaluation = runs
+        .list(&ListParams::default().labels("pipelines.kubeflow.org/runconfiguration.name=evaluation"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let completion = json!({
+        "status": "succeeded", "pipelineName": format!("{ns}/penguin"), "runId": "from-the-service",
+        "runName": format!("{ns}/{}", evaluation.name_any()), "provider": format!("{ns}/stub"),
+    });
+    let (status, _, body) =
+        support::post_events(events_port, Some(&format!("Bearer {token}")), &completion.to_string()).await;
+    assert_eq!(status, 200, "{body}");
     let written = std::fs::read_to_string(&log).unwrap();
     assert!(!written.to_lowercase().contains("forbidden"), "the operator was refused something:\n{written}");
 }
@@ -287,9 +323,11 @@ fn the_monitoring_and_network_policy_overlays_add_their_objects_to_the_base() {
 
     let policy_overlay = kustomize("deploy/overlays/network-policy");
     let policy = policy_overlay.iter().find(|o| o["kind"] == "NetworkPolicy").unwrap();
+    let mut in_default = policy.clone();
+    in_default["metadata"]["namespace"] = json!("default");
     let output = support::kubectl_with_input(
         &["apply", "--dry-run=server", "-f", "-"],
-        &serde_saphyr::to_string(policy).unwrap(),
+        &serde_saphyr::to_string(&in_default).unwrap(),
     );
     assert!(
         output.status.success(),

@@ -1,20 +1,25 @@
 //! The `POST /events` contract against the real apiserver: every status code with the
 //! reference's meaning and a body that says why, and a 200 only once the sinks accepted the
-//! events and the Run recorded its completion.
+//! events and the Run recorded its completion; a completion of another Provider's Run is
+//! refused, and with `serviceAccountToken` only the Provider's own ServiceAccount is heard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kfp_operator::api::{ArtifactPath, CompletionState, NamespacedName, OutputArtifact, Run, RunSpec};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kfp_operator::api::{
+    ArtifactPath, CompletionState, NamespacedName, OutputArtifact, Provider, Run, RunSpec,
+};
 use kfp_operator::completion::KubeResources;
+use kfp_operator::completion::token_review::KubeTokenReviewer;
 use kfp_operator::events::CloudEventOptions;
+use kfp_operator::events::auth::Authenticator;
 use kfp_operator::events::ingest::Ingest;
 use kfp_operator::events::sink::{Delivery, Outgoing, Sink, SinkError};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
@@ -44,25 +49,20 @@ impl Sink for RecordingSink {
 }
 
 async fn request(port: u16, method: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let content_type = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
-    let head = format!(
-        "{method} /events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let (status, _, body) = support::http_exchange(port, method, "/events", &content_type, body).await;
     (status, body)
 }
 
 async fn start(client: &kube::Client, sink: Arc<RecordingSink>) -> u16 {
+    start_authenticated(client, sink, None).await
+}
+
+async fn start_authenticated(
+    client: &kube::Client,
+    sink: Arc<RecordingSink>,
+    authenticator: Option<Authenticator>,
+) -> u16 {
     let ingest = Ingest::new(
         Arc::new(KubeResources::new(client.clone())),
         vec![sink],
@@ -73,7 +73,7 @@ async fn start(client: &kube::Client, sink: Arc<RecordingSink>) -> u16 {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, ingest.router()).await });
+    tokio::spawn(async move { axum::serve(listener, ingest.router(authenticator)).await });
     port
 }
 
@@ -162,6 +162,22 @@ async fn every_status_code_of_the_contract() {
     );
 
     *sink.failing.lock().unwrap() = false;
+    let mut foreign = completion(&ns, Some("penguin-run"), None);
+    foreign["provider"] = json!(format!("{ns}/vertex"));
+    let (status, body) = request(port, "POST", Some("application/json"), &foreign.to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "Provider {ns}/vertex may not report a completion of Run {ns}/penguin-run, which belongs to Provider {ns}/stub"
+        )
+    );
+    assert!(
+        sink.published.lock().unwrap().is_empty(),
+        "a completion of another Provider's Run is not published"
+    );
+    assert_eq!(completion_state(&runs.get("penguin-run").await.unwrap()), None, "nor recorded");
+
     let (status, body) = request(port, "POST", Some("application/json"), &good).await;
     assert_eq!((status, body.as_str()), (200, ""));
     let published = sink.published.lock().unwrap().clone();
@@ -202,4 +218,135 @@ async fn an_invalid_filter_is_a_clear_error_not_a_silent_skip() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("pushed = = 1"), "{body}");
     assert!(sink.published.lock().unwrap().is_empty());
+}
+
+const AUDIENCE: &str = kfp_operator::events::config::DEFAULT_TOKEN_AUDIENCE;
+
+/// A Run on the Provider `stub` of `ns`, whose service runs as the ServiceAccount `kfp-stub`;
+/// that ServiceAccount and `intruder`, both in `ns`, exist.
+async fn provider_with_service_account(client: &kube::Client, ns: &str, run: &str) {
+    let mut provider = support::fixtures::stub_provider("stub");
+    provider.spec.service_account = "kfp-stub".into();
+    Api::<Provider>::namespaced(client.clone(), ns).create(&PostParams::default(), &provider).await.unwrap();
+    for name in ["kfp-stub", "intruder"] {
+        let account = ServiceAccount {
+            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
+            ..ServiceAccount::default()
+        };
+        Api::<ServiceAccount>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+    }
+    let run = Run::new(run, RunSpec { provider: NamespacedName::new(ns, "stub"), ..RunSpec::default() });
+    Api::<Run>::namespaced(client.clone(), ns).create(&PostParams::default(), &run).await.unwrap();
+}
+
+/// A token of the ServiceAccount `ns/name` for `audience`, from the TokenRequest API.
+async fn token_of(client: &kube::Client, ns: &str, name: &str, audience: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.into()],
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    answer.status.unwrap().token
+}
+
+fn completion_state(run: &Run) -> Option<CompletionState> {
+    run.status.as_ref().and_then(|s| s.completion_state)
+}
+
+/// With `serviceAccountToken`: no token and a garbage, other-audience or another namespace's
+/// token are refused (401, 401, 401, 403) and change nothing; the Provider's own ServiceAccount's
+/// token is accepted and the Run records the completion.
+#[tokio::test]
+async fn only_the_providers_service_account_may_post_completions() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "ingest-auth").await;
+    let elsewhere = support::namespace(&client, "ingest-auth-other").await;
+    provider_with_service_account(&client, &ns, "penguin-run").await;
+    let account = ServiceAccount {
+        metadata: ObjectMeta { name: Some("kfp-stub".into()), ..ObjectMeta::default() },
+        ..ServiceAccount::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), &elsewhere)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let authenticator = Authenticator::new(Arc::new(KubeTokenReviewer::new(client.clone())), AUDIENCE);
+    let port = start_authenticated(&client, sink.clone(), Some(authenticator)).await;
+    let body = completion(&ns, Some("penguin-run"), None).to_string();
+    let runs: Api<Run> = Api::namespaced(client.clone(), &ns);
+
+    let (status, head, text) = support::post_events(port, None, &body).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(head.to_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert!(text.contains("no bearer token"), "{text}");
+
+    let (status, _, text) = support::post_events(port, Some("Bearer not-a-token"), &body).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.starts_with("the token is not valid"), "{text}");
+
+    let other_audience = token_of(&client, &ns, "kfp-stub", "some-other-audience").await;
+    let (status, _, text) =
+        support::post_events(port, Some(&format!("Bearer {other_audience}")), &body).await;
+    assert_eq!(status, 401, "a token for another audience: {text}");
+
+    let foreign = token_of(&client, &elsewhere, "kfp-stub", AUDIENCE).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {foreign}")), &body).await;
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(
+        text,
+        format!(
+            "system:serviceaccount:{elsewhere}:kfp-stub may not report completions of Provider {ns}/stub; \
+             only its ServiceAccount system:serviceaccount:{ns}:kfp-stub may"
+        )
+    );
+    let intruder = token_of(&client, &ns, "intruder", AUDIENCE).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {intruder}")), &body).await;
+    assert_eq!(status, 403, "another ServiceAccount of the same namespace: {text}");
+
+    assert!(sink.published.lock().unwrap().is_empty(), "no refused completion is published");
+    assert_eq!(completion_state(&runs.get("penguin-run").await.unwrap()), None);
+
+    let own = token_of(&client, &ns, "kfp-stub", AUDIENCE).await;
+    let (status, _, text) = support::post_events(port, Some(&format!("Bearer {own}")), &body).await;
+    assert_eq!((status, text.as_str()), (200, ""));
+    assert_eq!(completion_state(&runs.get("penguin-run").await.unwrap()), Some(CompletionState::Succeeded));
+    assert_eq!(sink.published.lock().unwrap().len(), 1);
+}
+
+/// When tokens cannot be reviewed (the API server unreachable), `/events` answers 503 and
+/// never accepts a completion unverified.
+#[tokio::test]
+async fn a_token_review_outage_answers_503_never_200() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "ingest-auth-outage").await;
+    provider_with_service_account(&client, &ns, "penguin-run").await;
+    let own = token_of(&client, &ns, "kfp-stub", AUDIENCE).await;
+    let closed = support::free_port();
+    let mut config = kube::Config::new(format!("https://127.0.0.1:{closed}").parse().unwrap());
+    config.accept_invalid_certs = true;
+    let unreachable = kube::Client::try_from(config).unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let authenticator = Authenticator::new(Arc::new(KubeTokenReviewer::new(unreachable)), AUDIENCE);
+    let port = start_authenticated(&client, sink.clone(), Some(authenticator)).await;
+    let body = completion(&ns, Some("penguin-run"), None).to_string();
+    for _ in 0..2 {
+        let (status, head, text) = support::post_events(port, Some(&format!("Bearer {own}")), &body).await;
+        assert_eq!(status, 503, "{text}");
+        assert!(head.to_lowercase().contains("retry-after: 1"), "{head}");
+        assert!(text.contains("could not be reviewed"), "{text}");
+    }
+    assert!(sink.published.lock().unwrap().is_empty());
+    let run = Api::<Run>::namespaced(client.clone(), &ns).get("penguin-run").await.unwrap();
+    assert_eq!(completion_state(&run), None);
 }

@@ -257,6 +257,66 @@ fn ingest_without_engine(client: &kube::Client) -> std::sync::Arc<kfp_operator::
     )
 }
 
+/// A completion reported by another Provider than the dependency's is refused with 403 and
+/// changes nothing: no event is published, nothing is recorded, no dependant starts; the same
+/// completion from the dependency's own Provider then fires the dependant.
+#[tokio::test]
+async fn a_completion_reported_by_another_provider_changes_nothing() {
+    let client = support::client().await;
+    let (ns, provider) = stub_namespace(&client, "foreign-provider").await;
+    let post = PostParams::default();
+    Api::<Provider>::namespaced(client.clone(), &ns)
+        .create(&post, &fixtures::stub_provider("other"))
+        .await
+        .unwrap();
+    let rcs: Api<RunConfiguration> = Api::namespaced(client.clone(), &ns);
+    rcs.create(&post, &run_configuration("dep", &provider, vec![], Triggers::default())).await.unwrap();
+    let triggers =
+        Triggers { run_configurations: vec![NamespacedName::name_only("dep")], ..Triggers::default() };
+    rcs.create(&post, &run_configuration("dependant", &provider, vec![], triggers)).await.unwrap();
+    let operator = Operator::start(&client, &ns, |_| {});
+    support::eventually("the dependant to evaluate its triggers", TIMEOUT, || async {
+        rcs.get("dependant").await.ok()?.status?.triggers.run_configurations.contains_key("dep").then_some(())
+    })
+    .await;
+    let sink = std::sync::Arc::new(kfp_operator::events::sinks::MemorySink::new());
+    let ingest = kfp_operator::events::ingest::Ingest::new(
+        std::sync::Arc::new(
+            kfp_operator::completion::KubeResources::new(client.clone())
+                .with_trigger_engine(operator.context()),
+        ),
+        vec![sink.clone()],
+        Default::default(),
+        8,
+        1 << 20,
+        Default::default(),
+    );
+
+    let mut forged = completion(&ns, "dep", "succeeded", "run-1", "2024-05-01T10:00:00Z");
+    forged.provider = NamespacedName::new(&ns, "other");
+    let error = ingest.accept(forged).await.unwrap_err();
+    assert_eq!((error.status().as_u16(), error.category()), (403, "ProviderMismatch"));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "Provider {ns}/other may not report a completion of RunConfiguration {ns}/dep, which belongs to Provider {ns}/stub"
+        )
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sink.is_empty(), "nothing is published");
+    let dep = rcs.get("dep").await.unwrap();
+    assert_eq!(dep.status.and_then(|s| s.latest_runs.succeeded), None, "nothing is recorded");
+    assert!(runs_of(&client, &ns, "dependant").await.is_empty(), "no dependant starts");
+
+    ingest.accept(completion(&ns, "dep", "succeeded", "run-1", "2024-05-01T10:00:00Z")).await.unwrap();
+    support::eventually("the dependant's run", TIMEOUT, || async {
+        (runs_of(&client, &ns, "dependant").await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sink.len(), 1, "the run-completion event of the genuine completion");
+    operator.stop().await;
+}
+
 /// Completions of a dependency: a failure triggers nobody, repeats and a late older completion
 /// change nothing, and a crash and restart of the operator creates no second Run.
 #[tokio::test]
@@ -426,7 +486,7 @@ async fn a_fan_out_cut_by_sigkill_completes_once_after_a_restart() {
         &config,
         format!(
             "namespaces: [{ns}]\nfanOutConcurrency: 1\nevents:\n  listenAddr: 127.0.0.1:{ingest_port}\n  \
-             nats:\n    url: {}\n",
+             authentication: none\n  nats:\n    url: {}\n",
             nats.url()
         ),
     )

@@ -21,15 +21,17 @@ pub mod error;
 pub mod fan_out;
 pub mod record;
 pub mod stub;
+pub mod token_review;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
-use crate::api::{CompletionState, NamespacedName, OutputArtifact, Run, RunConfiguration};
+use crate::api::{CompletionState, NamespacedName, Provider, Run, RunConfiguration};
+use crate::events::auth::service_account_user;
 use crate::events::completion::{RunCompletionEvent, RunCompletionEventData, RunCompletionStatus};
-use crate::events::ingest::{IngestError, Resources};
+use crate::events::ingest::{IngestError, Named, Owned, Resources};
 use crate::recent::RecentKeys;
 
 pub use error::CompletionError;
@@ -89,41 +91,98 @@ fn ran(event: &RunCompletionEvent) -> Option<Duration> {
     (end - start).to_std().ok()
 }
 
+/// The Providers `spec` (qualified in `namespace`) and `status` name, without repeats.
+fn providers_of(
+    namespace: &str,
+    spec: &NamespacedName,
+    status: Option<&NamespacedName>,
+) -> Vec<NamespacedName> {
+    let mut providers = Vec::new();
+    let candidates =
+        [(!spec.is_empty()).then(|| spec.qualified(namespace)), status.filter(|s| !s.is_empty()).cloned()];
+    for provider in candidates.into_iter().flatten() {
+        if !providers.contains(&provider) {
+            providers.push(provider);
+        }
+    }
+    providers
+}
+
+fn run_configuration_owned(name: NamespacedName, rc: &RunConfiguration) -> Owned {
+    let status = rc.status.as_ref().and_then(|s| s.provider.as_ref());
+    Owned {
+        kind: "RunConfiguration",
+        providers: providers_of(&name.namespace, &rc.spec.run.provider, status),
+        name,
+    }
+}
+
+fn run_owned(name: NamespacedName, run: &Run) -> Owned {
+    let status = run.status.as_ref().and_then(|s| s.status.provider.as_ref()).map(|p| &p.name);
+    Owned { kind: "Run", providers: providers_of(&name.namespace, &run.spec.provider, status), name }
+}
+
 impl Resources for KubeResources {
-    fn declared_artifacts<'a>(
-        &'a self,
-        data: &'a RunCompletionEventData,
-    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
+    fn named<'a>(&'a self, data: &'a RunCompletionEventData) -> BoxFuture<'a, Result<Named, IngestError>> {
         Box::pin(async move {
-            let namespace_of =
-                |name: &NamespacedName| name.namespace_or(&data.pipeline_name.namespace).to_owned();
+            let namespace = &data.pipeline_name.namespace;
+            let mut resources = Vec::new();
+            let mut declared = None;
             let mut missing = Vec::new();
             if let Some(name) = data.run_configuration_name.as_ref().filter(|n| !n.name.is_empty()) {
-                let qualified = name.qualified(&data.pipeline_name.namespace);
-                if let Some(rc) = self.engine.as_ref().and_then(|ctx| ctx.index.get(&qualified)) {
-                    return Ok(rc.spec.run.artifacts.clone());
-                }
-                let api: kube::Api<RunConfiguration> =
-                    kube::Api::namespaced(self.client.clone(), &namespace_of(name));
-                match api.get_opt(&name.name).await {
-                    Ok(Some(rc)) => return Ok(rc.spec.run.artifacts),
-                    Ok(None) => missing.push(format!("RunConfiguration {name}")),
-                    Err(error) => return Err(kube_error("RunConfiguration", name, &error)),
+                let qualified = name.qualified(namespace);
+                let indexed = self.engine.as_ref().and_then(|ctx| ctx.index.get(&qualified));
+                let rc = match indexed {
+                    Some(rc) => Some(rc),
+                    None => {
+                        kube::Api::<RunConfiguration>::namespaced(self.client.clone(), &qualified.namespace)
+                            .get_opt(&qualified.name)
+                            .await
+                            .map_err(|error| kube_error("RunConfiguration", name, &error))?
+                            .map(Arc::new)
+                    }
+                };
+                match rc {
+                    Some(rc) => {
+                        declared = Some(rc.spec.run.artifacts.clone());
+                        resources.push(run_configuration_owned(qualified, &rc));
+                    }
+                    None => missing.push(format!("RunConfiguration {name}")),
                 }
             }
             if let Some(name) = data.run_name.as_ref().filter(|n| !n.name.is_empty()) {
-                let api: kube::Api<Run> = kube::Api::namespaced(self.client.clone(), &namespace_of(name));
-                match api.get_opt(&name.name).await {
-                    Ok(Some(run)) => return Ok(run.spec.artifacts),
+                let qualified = name.qualified(namespace);
+                let api: kube::Api<Run> = kube::Api::namespaced(self.client.clone(), &qualified.namespace);
+                match api.get_opt(&qualified.name).await {
+                    Ok(Some(run)) => {
+                        declared.get_or_insert_with(|| run.spec.artifacts.clone());
+                        resources.push(run_owned(qualified, &run));
+                    }
                     Ok(None) => missing.push(format!("Run {name}")),
                     Err(error) => return Err(kube_error("Run", name, &error)),
                 }
             }
-            if missing.is_empty() {
-                Err(IngestError::Invalid("the event names no RunConfiguration and no Run".into()))
-            } else {
-                Err(IngestError::Gone(format!("{} not found", missing.join(" and "))))
+            match declared {
+                Some(artifacts) => Ok(Named { artifacts, resources }),
+                None if missing.is_empty() => {
+                    Err(IngestError::Invalid("the event names no RunConfiguration and no Run".into()))
+                }
+                None => Err(IngestError::Gone(format!("{} not found", missing.join(" and ")))),
             }
+        })
+    }
+
+    fn provider_service_account<'a>(
+        &'a self,
+        provider: &'a NamespacedName,
+    ) -> BoxFuture<'a, Result<Option<String>, IngestError>> {
+        Box::pin(async move {
+            let api: kube::Api<Provider> = kube::Api::namespaced(self.client.clone(), &provider.namespace);
+            let found = api
+                .get_opt(&provider.name)
+                .await
+                .map_err(|error| kube_error("Provider", provider, &error))?;
+            Ok(found.map(|p| service_account_user(&provider.namespace, &p.spec.service_account)))
         })
     }
 

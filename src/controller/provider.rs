@@ -8,7 +8,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ProjectedVolumeSource, Service,
+    ServiceAccountTokenProjection, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -102,8 +103,45 @@ fn json_text(value: &serde_json::Value) -> String {
     }
 }
 
-/// The provider service Deployment of an `http` Provider with a `serviceImage`. Deterministic.
-pub fn desired_deployment(provider: &Provider, defaults: &ProviderDefaults) -> Deployment {
+/// The variable that tells a provider service where its `/events` token is.
+pub const EVENTS_TOKEN_FILE_ENV: &str = "KFP_EVENTS_TOKEN_FILE";
+/// Where the provider service's `/events` token is mounted.
+pub const EVENTS_TOKEN_DIR: &str = "/var/run/secrets/kfp-operator/events";
+const EVENTS_TOKEN_VOLUME: &str = "kfp-events-token";
+/// The token's lifetime; the kubelet renews it at 80 % of it.
+const EVENTS_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
+/// The projected ServiceAccount token, for `audience`, that a provider service sends to
+/// `/events`, and its mount.
+fn events_token(audience: &str) -> (Volume, VolumeMount) {
+    let projection = ServiceAccountTokenProjection {
+        audience: Some(audience.to_owned()),
+        expiration_seconds: Some(EVENTS_TOKEN_EXPIRATION_SECONDS),
+        path: "token".into(),
+    };
+    let volume = Volume {
+        name: EVENTS_TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(projection),
+                ..VolumeProjection::default()
+            }]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: EVENTS_TOKEN_VOLUME.into(),
+        mount_path: EVENTS_TOKEN_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
+/// The provider service Deployment of an `http` Provider with a `serviceImage`, with the
+/// ServiceAccount token for `/events` issued for `audience`. Deterministic.
+pub fn desired_deployment(provider: &Provider, defaults: &ProviderDefaults, audience: &str) -> Deployment {
     let name = service_name(provider);
     let mut labels = defaults.labels.clone();
     labels.insert("app".into(), name.clone());
@@ -114,17 +152,19 @@ pub fn desired_deployment(provider: &Provider, defaults: &ProviderDefaults) -> D
     };
     put("PROVIDERNAME".into(), provider_name.to_string());
     put("PIPELINEROOTSTORAGE".into(), provider.spec.pipeline_root_storage.clone());
+    put(EVENTS_TOKEN_FILE_ENV.into(), format!("{EVENTS_TOKEN_DIR}/token"));
     for (key, value) in &provider.spec.parameters {
         put(format!("PARAMETERS_{}", key.to_uppercase()), json_text(value));
     }
     for entry in &provider.spec.pod_template_env {
         env.insert(entry.name.clone(), entry.clone());
     }
-    let mut volumes: BTreeMap<String, _> = BTreeMap::new();
+    let (token_volume, token_mount) = events_token(audience);
+    let mut volumes: BTreeMap<String, _> = BTreeMap::from([(token_volume.name.clone(), token_volume)]);
     for volume in &provider.spec.pod_template_volumes {
         volumes.insert(volume.name.clone(), volume.clone());
     }
-    let mut mounts: BTreeMap<String, _> = BTreeMap::new();
+    let mut mounts: BTreeMap<String, _> = BTreeMap::from([(token_mount.mount_path.clone(), token_mount)]);
     for mount in &provider.spec.pod_template_volume_mounts {
         mounts.insert(mount.mount_path.clone(), mount.clone());
     }
@@ -162,10 +202,10 @@ pub fn desired_deployment(provider: &Provider, defaults: &ProviderDefaults) -> D
                                 ..ContainerPort::default()
                             },
                         ]),
-                        volume_mounts: (!mounts.is_empty()).then(|| mounts.into_values().collect()),
+                        volume_mounts: Some(mounts.into_values().collect()),
                         ..Container::default()
                     }],
-                    volumes: (!volumes.is_empty()).then(|| volumes.into_values().collect()),
+                    volumes: Some(volumes.into_values().collect()),
                     ..PodSpec::default()
                 }),
             },
@@ -210,7 +250,7 @@ async fn apply_workload(ctx: &Context, provider: &Provider) -> Result<(), String
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let defaults = &ctx.config.provider_defaults;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let deployment = desired_deployment(provider, defaults);
+    let deployment = desired_deployment(provider, defaults, &ctx.config.events.token_audience);
     deployments
         .patch(&service_name(provider), &params, &Patch::Apply(&deployment))
         .await
@@ -315,8 +355,8 @@ mod tests {
     #[test]
     fn the_deployment_carries_the_provider_settings_deterministically() {
         let defaults = ProviderDefaults::default();
-        let deployment = desired_deployment(&provider(), &defaults);
-        assert_eq!(deployment, desired_deployment(&provider(), &defaults));
+        let deployment = desired_deployment(&provider(), &defaults, "kfp-operator-events");
+        assert_eq!(deployment, desired_deployment(&provider(), &defaults, "kfp-operator-events"));
         let pod = deployment.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("kfp-vai"));
         let env: Vec<(String, String)> = pod.containers[0]
@@ -329,11 +369,32 @@ mod tests {
         assert_eq!(
             env,
             vec![
+                ("KFP_EVENTS_TOKEN_FILE".into(), "/var/run/secrets/kfp-operator/events/token".into()),
                 ("PARAMETERS_MAXRUNS".into(), "3".into()),
                 ("PARAMETERS_VAIPROJECT".into(), "p".into()),
                 ("PIPELINEROOTSTORAGE".into(), "gs://override".into()),
                 ("PROVIDERNAME".into(), "kfp/vai".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn the_service_gets_a_token_for_events_of_its_own_service_account() {
+        let deployment = desired_deployment(&provider(), &ProviderDefaults::default(), "events-audience");
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "kfp-events-token").unwrap();
+        let sources = volume.projected.unwrap().sources.unwrap();
+        let token = sources[0].service_account_token.clone().unwrap();
+        assert_eq!(
+            (token.audience.as_deref(), token.expiration_seconds, token.path.as_str()),
+            (Some("events-audience"), Some(3600), "token")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(
+            mounts.iter().any(|m| m.name == "kfp-events-token"
+                && m.mount_path == EVENTS_TOKEN_DIR
+                && m.read_only == Some(true)),
+            "{mounts:?}"
         );
     }
 

@@ -28,7 +28,27 @@ pub struct EventsConfig {
     pub jetstream: JetStreamSink,
     pub legacy_nats: LegacyNatsSink,
     pub argo_event_bus: Option<ArgoEventBusSink>,
+    /// Who may `POST /events`: `serviceAccountToken` (the Provider's own ServiceAccount, proven by
+    /// a bearer token the API server reviews) or `none` (anyone who can reach the port).
+    pub authentication: IngestAuthentication,
+    /// The audience a bearer token must be issued for.
+    pub token_audience: String,
 }
+
+/// How `POST /events` authenticates its callers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IngestAuthentication {
+    /// A bearer token of the reporting Provider's ServiceAccount, verified with a TokenReview.
+    #[default]
+    ServiceAccountToken,
+    /// No authentication: anyone who reaches the port may report completions.
+    None,
+}
+
+/// The default of `events.tokenAudience`, also the audience of the token the provider service
+/// Deployments mount.
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "kfp-operator-events";
 
 impl Default for EventsConfig {
     fn default() -> Self {
@@ -42,6 +62,8 @@ impl Default for EventsConfig {
             jetstream: JetStreamSink::default(),
             legacy_nats: LegacyNatsSink::default(),
             argo_event_bus: None,
+            authentication: IngestAuthentication::default(),
+            token_audience: DEFAULT_TOKEN_AUDIENCE.to_owned(),
         }
     }
 }
@@ -157,6 +179,14 @@ impl EventsConfig {
             if token.is_empty() || token.contains(['.', '*', '>', ' ']) {
                 return invalid(format!("{name} {token:?} is not a valid stream name"));
             }
+        }
+        if self.authentication == IngestAuthentication::ServiceAccountToken
+            && self.token_audience.trim().is_empty()
+        {
+            return invalid(
+                "events.tokenAudience must not be empty with events.authentication serviceAccountToken"
+                    .into(),
+            );
         }
         if let Some(nats) = &self.nats
             && nats.url.is_empty()

@@ -3,11 +3,17 @@
 //! content type, 400 for an empty or undecodable body or an invalid event, 410 when neither the
 //! named Run nor RunConfiguration exists, 500 when publishing or recording failed, 413 above the
 //! size limit, and 200 only after every sink accepted the events and the Run recorded its
-//! completion. Every rejection says why in its body.
+//! completion. Every rejection says why in its body and logs one line with its category.
 //!
 //! Each completion is counted by result, and its work runs in a span carrying its `trace_id`
 //! (the id of its run-completion CloudEvent, [`trace_id`]): the lines of its receipt, of each
 //! sink's publish, of its record on the Run and of the dependant Runs it starts all carry it.
+//!
+//! Beyond the reference: a completion only changes Runs and RunConfigurations of the Provider
+//! that reports it (403 `ProviderMismatch` otherwise, and nothing is published or recorded), and
+//! with an [`Authenticator`] the caller must prove with a bearer token that it is that
+//! Provider's ServiceAccount (401 without a valid token, 403 for another ServiceAccount, 503
+//! when the token cannot be reviewed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +29,11 @@ use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::auth::{Authenticator, Caller, authorize};
 use super::cloudevent::{CloudEventOptions, cloud_events_for, trace_id};
 use super::completion::{RunCompletionEvent, RunCompletionEventData, select_artifacts};
 use super::sink::{Outgoing, Sink};
-use crate::api::OutputArtifact;
+use crate::api::{NamespacedName, OutputArtifact};
 use crate::metrics::Metrics;
 
 /// Why a completion was not accepted.
@@ -46,6 +53,18 @@ pub enum IngestError {
     Gone(String),
     #[error("{0}")]
     Internal(String),
+    /// The completion names a Run or RunConfiguration of another Provider than the reporting one.
+    #[error("{0}")]
+    ProviderMismatch(String),
+    /// No valid bearer token for the configured audience.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token, but of another ServiceAccount than the reporting Provider's.
+    #[error("{0}")]
+    ServiceAccountMismatch(String),
+    /// The token could not be reviewed; the caller should retry.
+    #[error("{0}")]
+    AuthenticationUnavailable(String),
 }
 
 impl IngestError {
@@ -56,6 +75,9 @@ impl IngestError {
             Self::EmptyBody | Self::Undecodable(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Gone(_) => StatusCode::GONE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ProviderMismatch(_) | Self::ServiceAccountMismatch(_) => StatusCode::FORBIDDEN,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::AuthenticationUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,30 +90,82 @@ impl IngestError {
             Self::Invalid(_) => "InvalidEvent",
             Self::Gone(_) => "MissingResource",
             Self::Internal(_) => "InternalError",
+            Self::ProviderMismatch(_) => "ProviderMismatch",
+            Self::Unauthenticated(_) => "Unauthenticated",
+            Self::ServiceAccountMismatch(_) => "ServiceAccountMismatch",
+            Self::AuthenticationUnavailable(_) => "AuthenticationUnavailable",
         }
     }
 }
 
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
-        (self.status(), self.to_string()).into_response()
+        let mut response = (self.status(), self.to_string()).into_response();
+        let extra = match &self {
+            Self::Unauthenticated(_) => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            Self::AuthenticationUnavailable(_) => Some((header::RETRY_AFTER, "1")),
+            _ => None,
+        };
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, header::HeaderValue::from_static(value));
+        }
+        response
     }
 }
 
-/// The resources a completion names: where its declared artifacts come from, and where the
-/// completion is recorded.
-pub trait Resources: Send + Sync {
+/// What a completion names: the artifacts it may expose, and the resources it would change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Named {
     /// The artifacts declared by the named RunConfiguration (preferred) or Run.
-    fn declared_artifacts<'a>(
-        &'a self,
-        data: &'a RunCompletionEventData,
-    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>>;
+    pub artifacts: Vec<OutputArtifact>,
+    /// The named Runs and RunConfigurations that exist.
+    pub resources: Vec<Owned>,
+}
+
+/// A Run or RunConfiguration, and the Providers it belongs to (its spec's, and the one that
+/// last synchronised it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owned {
+    pub kind: &'static str,
+    pub name: NamespacedName,
+    pub providers: Vec<NamespacedName>,
+}
+
+/// Refuses a completion reported by `reporter` that names a resource of another Provider.
+pub fn check_providers(reporter: &NamespacedName, resources: &[Owned]) -> Result<(), IngestError> {
+    let Some(foreign) = resources.iter().find(|owned| !owned.providers.contains(reporter)) else {
+        return Ok(());
+    };
+    let owner = match foreign.providers.as_slice() {
+        [] => "no Provider".to_owned(),
+        providers => {
+            let names: Vec<String> = providers.iter().map(|p| format!("Provider {p}")).collect();
+            names.join(" and ")
+        }
+    };
+    Err(IngestError::ProviderMismatch(format!(
+        "Provider {reporter} may not report a completion of {} {}, which belongs to {owner}",
+        foreign.kind, foreign.name
+    )))
+}
+
+/// The resources a completion names: where its declared artifacts come from, whose they are,
+/// and where the completion is recorded.
+pub trait Resources: Send + Sync {
+    /// The named RunConfiguration and Run, with the artifacts they declare.
+    fn named<'a>(&'a self, data: &'a RunCompletionEventData) -> BoxFuture<'a, Result<Named, IngestError>>;
     /// Records the completion on the Run it names, if any; `received` is when it arrived.
     fn record<'a>(
         &'a self,
         event: &'a RunCompletionEvent,
         received: Instant,
     ) -> BoxFuture<'a, Result<(), IngestError>>;
+    /// The user name of the ServiceAccount the service of `provider` runs as; `None` when the
+    /// Provider does not exist.
+    fn provider_service_account<'a>(
+        &'a self,
+        provider: &'a NamespacedName,
+    ) -> BoxFuture<'a, Result<Option<String>, IngestError>>;
 }
 
 /// Turns accepted completions into published CloudEvents and recorded Run states.
@@ -106,6 +180,12 @@ pub struct Ingest {
 
 fn millis(took: Duration) -> u64 {
     u64::try_from(took.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The state of the `/events` route: the ingest, and who may call it.
+struct Endpoint {
+    ingest: Arc<Ingest>,
+    authenticator: Option<Authenticator>,
 }
 
 impl Ingest {
@@ -128,10 +208,20 @@ impl Ingest {
         })
     }
 
-    /// Accepts one completion: selects its artifacts, publishes its CloudEvents on every sink
-    /// and records it. Returns only when all of that is durable. Counted, and logged in the
-    /// completion's span.
+    /// Accepts one completion from within the operator: selects its artifacts, publishes its
+    /// CloudEvents on every sink and records it. Returns only when all of that is durable.
+    /// Counted, and logged in the completion's span.
     pub async fn accept(&self, data: RunCompletionEventData) -> Result<RunCompletionEvent, IngestError> {
+        self.accept_from(data, None).await
+    }
+
+    /// Accepts one completion from `caller` (`None`: a caller that needs no proof). The
+    /// reporting Provider must be `caller`'s and own every resource the completion names.
+    async fn accept_from(
+        &self,
+        data: RunCompletionEventData,
+        caller: Option<&Caller>,
+    ) -> Result<RunCompletionEvent, IngestError> {
         let received = Instant::now();
         let span = tracing::info_span!(
             "completion",
@@ -139,7 +229,7 @@ impl Ingest {
             run_id = %data.run_id,
             namespace = %data.pipeline_name.namespace,
         );
-        let result = self.accept_in_span(data, received).instrument(span.clone()).await;
+        let result = self.accept_in_span(data, received, caller).instrument(span.clone()).await;
         let _entered = span.enter();
         match &result {
             Ok(completion) => {
@@ -164,6 +254,7 @@ impl Ingest {
         &self,
         data: RunCompletionEventData,
         received: Instant,
+        caller: Option<&Caller>,
     ) -> Result<RunCompletionEvent, IngestError> {
         tracing::info!(
             status = data.status.as_str(),
@@ -177,8 +268,14 @@ impl Ingest {
             .acquire()
             .await
             .map_err(|_| IngestError::Internal("the ingest is shutting down".into()))?;
-        let declared = self.resources.declared_artifacts(&data).await?;
-        let artifacts = select_artifacts(&declared, &data.pipeline_components).map_err(|error| {
+        let reporter = data.provider.qualified(&data.pipeline_name.namespace);
+        if let Some(caller) = caller {
+            let expected = self.resources.provider_service_account(&reporter).await?;
+            authorize(caller, &reporter, expected.as_deref())?;
+        }
+        let named = self.resources.named(&data).await?;
+        check_providers(&reporter, &named.resources)?;
+        let artifacts = select_artifacts(&named.artifacts, &data.pipeline_components).map_err(|error| {
             IngestError::Invalid(format!("the declared artifacts cannot be selected: {error}"))
         })?;
         let completion = RunCompletionEvent::from_data(data, artifacts);
@@ -219,20 +316,35 @@ impl Ingest {
         Ok(outgoing.completion)
     }
 
-    /// Decodes and accepts one HTTP request.
-    pub async fn handle(&self, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<(), IngestError> {
-        let data = Self::decode(method, headers, body).inspect_err(|error| self.rejected(error))?;
-        self.accept(data).await.map(|_| ())
-    }
-
-    fn decode(
+    /// Decodes and accepts one HTTP request; with `authenticator`, only from the reporting
+    /// Provider's ServiceAccount. Every refusal is counted and logged.
+    pub async fn handle(
+        &self,
+        authenticator: Option<&Authenticator>,
         method: &Method,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<RunCompletionEventData, IngestError> {
+    ) -> Result<(), IngestError> {
+        let (data, caller) = Self::admit(authenticator, method, headers, body)
+            .await
+            .inspect_err(|error| self.rejected(error))?;
+        self.accept_from(data, caller.as_ref()).await.map(|_| ())
+    }
+
+    /// The request's completion and its authenticated caller, or why it is refused.
+    async fn admit(
+        authenticator: Option<&Authenticator>,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(RunCompletionEventData, Option<Caller>), IngestError> {
         if method != Method::POST {
             return Err(IngestError::MethodNotAllowed(method.to_string()));
         }
+        let caller = match authenticator {
+            Some(authenticator) => Some(authenticator.authenticate(headers).await?),
+            None => None,
+        };
         let content_type =
             headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if content_type != "application/json" {
@@ -241,26 +353,29 @@ impl Ingest {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(IngestError::EmptyBody);
         }
-        serde_json::from_slice(body).map_err(|e| IngestError::Undecodable(e.to_string()))
+        let data: RunCompletionEventData =
+            serde_json::from_slice(body).map_err(|e| IngestError::Undecodable(e.to_string()))?;
+        Ok((data, caller))
     }
 
-    /// The `/events` route.
-    pub fn router(self: Arc<Self>) -> Router {
+    /// The `/events` route; with `authenticator`, callers must prove that they are the
+    /// reporting Provider's ServiceAccount, and without it anyone may report.
+    pub fn router(self: Arc<Self>, authenticator: Option<Authenticator>) -> Router {
         let limit = self.max_body_bytes;
         Router::new()
             .route("/events", any(handle_request))
             .layer(DefaultBodyLimit::max(limit))
-            .with_state(self)
+            .with_state(Arc::new(Endpoint { ingest: self, authenticator }))
     }
 }
 
 async fn handle_request(
-    State(ingest): State<Arc<Ingest>>,
+    State(endpoint): State<Arc<Endpoint>>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match ingest.handle(&method, &headers, &body).await {
+    match endpoint.ingest.handle(endpoint.authenticator.as_ref(), &method, &headers, &body).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => error.into_response(),
     }
@@ -271,19 +386,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Resources that exist for every name, declare one artifact with a filter, and record nothing.
+    /// Resources that exist for every name, declare one artifact with a filter, belong to no
+    /// Provider they could be checked against, and record nothing.
     struct Everything;
 
     impl Resources for Everything {
-        fn declared_artifacts<'a>(
-            &'a self,
-            _: &'a RunCompletionEventData,
-        ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
+        fn named<'a>(&'a self, _: &'a RunCompletionEventData) -> BoxFuture<'a, Result<Named, IngestError>> {
+            let model = crate::api::ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1");
             Box::pin(async {
-                Ok(vec![OutputArtifact::new(
-                    "model",
-                    crate::api::ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1"),
-                )])
+                Ok(Named { artifacts: vec![OutputArtifact::new("model", model)], resources: vec![] })
             })
         }
 
@@ -294,6 +405,50 @@ mod tests {
         ) -> BoxFuture<'a, Result<(), IngestError>> {
             Box::pin(async { Ok(()) })
         }
+
+        fn provider_service_account<'a>(
+            &'a self,
+            _: &'a NamespacedName,
+        ) -> BoxFuture<'a, Result<Option<String>, IngestError>> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    fn owned(kind: &'static str, name: &str, providers: &[&str]) -> Owned {
+        Owned {
+            kind,
+            name: name.parse().unwrap(),
+            providers: providers.iter().map(|p| p.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_completion_only_changes_resources_of_the_reporting_provider() {
+        let reporter: NamespacedName = "ml/vai".parse().unwrap();
+        let own_run = owned("Run", "ml/r", &["ml/vai"]);
+        let moved_rc = owned("RunConfiguration", "ml/rc", &["ml/kfp", "ml/vai"]);
+        assert_eq!(check_providers(&reporter, &[own_run.clone(), moved_rc]), Ok(()));
+        assert_eq!(check_providers(&reporter, &[]), Ok(()));
+
+        let foreign = owned("RunConfiguration", "ml/rc", &["ml/kfp"]);
+        let error = check_providers(&reporter, &[own_run, foreign]).unwrap_err();
+        assert_eq!((error.status(), error.category()), (StatusCode::FORBIDDEN, "ProviderMismatch"));
+        assert_eq!(
+            error.to_string(),
+            "Provider ml/vai may not report a completion of RunConfiguration ml/rc, which belongs to Provider ml/kfp"
+        );
+        let orphan = check_providers(&reporter, &[owned("Run", "ml/r", &[])]).unwrap_err();
+        assert!(orphan.to_string().ends_with("belongs to no Provider"), "{orphan}");
+    }
+
+    #[test]
+    fn refusals_tell_the_caller_how_to_go_on() {
+        let response = IngestError::Unauthenticated("no token".into()).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let response = IngestError::AuthenticationUnavailable("down".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     fn ingest() -> Arc<Ingest> {
@@ -314,10 +469,10 @@ mod tests {
         );
         let body =
             br#"{"status":"failed","pipelineName":"ns/p","runName":"ns/r","runId":"1","provider":"ns/stub"}"#;
-        ingest.handle(&Method::POST, &json_headers(), body).await.unwrap();
-        ingest.handle(&Method::POST, &json_headers(), body).await.unwrap();
+        ingest.handle(None, &Method::POST, &json_headers(), body).await.unwrap();
+        ingest.handle(None, &Method::POST, &json_headers(), body).await.unwrap();
         assert_eq!(
-            ingest.handle(&Method::GET, &json_headers(), body).await.unwrap_err().category(),
+            ingest.handle(None, &Method::GET, &json_headers(), body).await.unwrap_err().category(),
             "MethodNotAllowed"
         );
         let mut text = String::new();
@@ -361,7 +516,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let method = if post { Method::POST } else { Method::PUT };
             let headers = if json { json_headers() } else { HeaderMap::new() };
-            let _ = runtime.block_on(ingest().handle(&method, &headers, &body));
+            let _ = runtime.block_on(ingest().handle(None, &method, &headers, &body));
         }
 
         /// Bodies shaped like completions, with arbitrary values, never panic either.
@@ -378,7 +533,7 @@ mod tests {
                     "artifacts": [{"uri": uri, "metadata": metadata}]}]}],
             });
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let _ = runtime.block_on(ingest().handle(&Method::POST, &json_headers(), body.to_string().as_bytes()));
+            let _ = runtime.block_on(ingest().handle(None, &Method::POST, &json_headers(), body.to_string().as_bytes()));
         }
     }
 }

@@ -11,6 +11,7 @@
 //! parse: a spec error), [`EvalError`] (a filter does not apply to one artifact's metadata: the
 //! instance is skipped) and [`CloudEventError`] (bad options).
 
+pub mod auth;
 pub mod cloudevent;
 pub mod completion;
 pub mod config;

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::api::{ArtifactPath, OutputArtifact};
 use crate::events::config::{self, NatsConnection};
-use crate::events::ingest::{Ingest, IngestError, Resources};
+use crate::events::ingest::{Ingest, IngestError, Named, Resources};
 use crate::events::sinks::{JetStreamSink, STRUCTURED_CONTENT_TYPE, connect};
 use crate::events::{
     CloudEventOptions, RunCompletionEvent, RunCompletionEventData, cloud_events_for, nats_subject_for,
@@ -51,16 +51,12 @@ pub struct BenchArgs {
 struct CachedResources;
 
 impl Resources for CachedResources {
-    fn declared_artifacts<'a>(
-        &'a self,
-        _: &'a RunCompletionEventData,
-    ) -> BoxFuture<'a, Result<Vec<OutputArtifact>, IngestError>> {
-        Box::pin(async {
-            Ok(vec![OutputArtifact::new(
-                "serving-model",
-                ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1"),
-            )])
-        })
+    fn named<'a>(&'a self, _: &'a RunCompletionEventData) -> BoxFuture<'a, Result<Named, IngestError>> {
+        let artifacts = vec![OutputArtifact::new(
+            "serving-model",
+            ArtifactPath::new("Pusher", "pushed_model").with_filter("pushed == 1"),
+        )];
+        Box::pin(async { Ok(Named { artifacts, resources: vec![] }) })
     }
 
     fn record<'a>(
@@ -69,6 +65,13 @@ impl Resources for CachedResources {
         _: std::time::Instant,
     ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn provider_service_account<'a>(
+        &'a self,
+        _: &'a crate::api::NamespacedName,
+    ) -> BoxFuture<'a, Result<Option<String>, IngestError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -168,7 +171,7 @@ async fn run_one(
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/events", listener.local_addr()?);
-    let server = tokio::spawn(axum::serve(listener, ingest.clone().router()).into_future());
+    let server = tokio::spawn(axum::serve(listener, ingest.clone().router(None)).into_future());
     let http: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 
     // Rounds alternate the three measurements so that noise on a shared machine hits them alike.

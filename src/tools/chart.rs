@@ -44,7 +44,11 @@ pub struct ChartValues {
     pub webhook: WebhookValues,
     pub conversion: ConversionValues,
     pub service_monitor: ServiceMonitorValues,
+    /// A PrometheusRule with the operator's alerts (see the README's Monitoring section); its
+    /// labels are what the Prometheus's ruleSelector looks for.
     pub prometheus_rule: LabelledValues,
+    /// The Grafana dashboard as a ConfigMap labelled grafana_dashboard: "1" (and these labels)
+    /// for Grafana's dashboard sidecar.
     pub dashboard: LabelledValues,
     pub network_policy: NetworkPolicyValues,
 }
@@ -126,8 +130,7 @@ pub struct ServiceMonitorValues {
     pub labels: BTreeMap<String, String>,
 }
 
-/// An optional object with labels of its own (e.g. what a Prometheus's ruleSelector or a
-/// Grafana dashboard sidecar looks for).
+/// An optional object and labels of its own.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LabelledValues {
@@ -167,7 +170,10 @@ impl Default for ChartValues {
             leader_election: LeaderElectionValues::default(),
             namespaces: Vec::new(),
             cross_namespace_policy: CrossNamespacePolicyValue::Allow,
-            events: Map::new(),
+            events: Map::from_iter([
+                ("authentication".to_owned(), json!("serviceAccountToken")),
+                ("tokenAudience".to_owned(), json!("kfp-operator-events")),
+            ]),
             sink_credentials: SinkCredentialsValues::default(),
             resources: resources.unwrap_or_default(),
             config: Map::new(),
@@ -532,6 +538,9 @@ fn webhook_certificate_template() -> anyhow::Result<String> {
     ))
 }
 
+/// Builds an object with the given labels.
+type ObjectWithLabels<'a> = Box<dyn Fn(&Value) -> anyhow::Result<Value> + 'a>;
+
 /// `templates/monitoring.yaml`: the ServiceMonitor, the PrometheusRule and the dashboard
 /// ConfigMap, each under its `enabled` with its extra labels.
 fn monitoring_template() -> anyhow::Result<String> {
@@ -540,7 +549,7 @@ fn monitoring_template() -> anyhow::Result<String> {
     let mut extra = labels.clone();
     extra[EXTRA_LABEL] = json!(EXTRA_LABEL);
     let metrics_service = installation.metrics_service_name();
-    let objects: [(&str, Box<dyn Fn(&Value) -> anyhow::Result<Value>>); 3] = [
+    let objects: [(&str, ObjectWithLabels<'_>); 3] = [
         (
             "serviceMonitor",
             Box::new(|l: &Value| {

@@ -40,8 +40,9 @@ pub const WEBHOOK_PORT: i32 = 9443;
 const CONFIG_DIR: &str = "/etc/kfp-operator";
 const WEBHOOK_CERT_DIR: &str = "/etc/kfp-operator/tls";
 /// The configuration of a plain installation: every setting at its default.
-pub const DEFAULT_CONFIG: &str =
-    "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n";
+pub const DEFAULT_CONFIG: &str = "# Every setting is optional; see the README's Configuration section.\nnamespaces: []\n\
+     # POST /events takes completions only from the reporting Provider's ServiceAccount.\n\
+     events:\n  authentication: serviceAccountToken\n  tokenAudience: kfp-operator-events\n";
 
 /// What varies between installations.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +177,7 @@ pub fn policy_rules() -> Vec<PolicyRule> {
         rule("", &["pods"], &["get", "list", "watch"]),
         rule("", &["pods/log"], &["get"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
+        rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         rule("apiextensions.k8s.io", &["customresourcedefinitions"], &["get", "list", "watch"]),
     ]
 }
@@ -607,7 +609,7 @@ impl LocalOverlay {
     /// The operator configuration: the watched namespaces and the JetStream sink.
     pub fn config(&self) -> String {
         format!(
-            "namespaces: [{}]\nevents:\n  nats:\n    url: {}\n  jetstream:\n    enabled: true\n",
+            "namespaces: [{}]\nevents:\n  authentication: serviceAccountToken\n  nats:\n    url: {}\n  jetstream:\n    enabled: true\n",
             self.namespaces.join(", "),
             self.nats_url
         )

@@ -526,6 +526,42 @@ pub async fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// One HTTP/1.1 request to 127.0.0.1:`port` with `headers` (whole lines, each ending in CRLF):
+/// the status, the head and the body of the answer.
+pub async fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A JSON `POST /events` with `Authorization: <authorization>` when given.
+pub async fn post_events(port: u16, authorization: Option<&str>, body: &str) -> (u16, String, String) {
+    let mut headers = "Content-Type: application/json\r\n".to_owned();
+    if let Some(authorization) = authorization {
+        headers.push_str(&format!("Authorization: {authorization}\r\n"));
+    }
+    http_exchange(port, "POST", "/events", &headers, body).await
+}
+
 /// The summary `tests/fixtures/check_pipeline_spec.py` prints for `compiled` with the host's KFP
 /// SDK, which must accept it as a PipelineSpec.
 pub fn kfp_sdk_summary(compiled: &serde_json::Value) -> serde_json::Value {
