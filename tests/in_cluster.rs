@@ -4,7 +4,8 @@
 //! plane, are installed as the other tests install them) in the documented namespace
 //! `kfp-operator-system`, which no other test uses; the operator watches two fresh namespaces and
 //! publishes to a nats-server of this test. The Deployment becomes available, `kubectl logs`
-//! shows the operator's log, the quickstart chain completes in-cluster as `tests/quickstart.rs`
+//! shows the operator's log, `kubectl port-forward svc/kfp-operator-metrics 8080:8080` serves its
+//! `/metrics` with the controller series, the quickstart chain completes in-cluster as `tests/quickstart.rs`
 //! sees it out-of-cluster, with no request refused; without its RoleBinding the operator is
 //! refused as its ServiceAccount. Everything it created is deleted at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -228,6 +229,36 @@ fn the_operator_installed_in_cluster_runs_the_quickstart_chain_as_its_service_ac
     assert_the_chain(&printed.lines().collect::<Vec<_>>(), &stages);
     let log = operator_log();
     assert!(!log.to_lowercase().contains("forbidden"), "the operator was refused something:\n{log}");
+
+    // The documented way to the metrics: a port-forward to the metrics Service's port 8080.
+    let local = support::free_port();
+    let mut forward = Command::new("kubectl")
+        .args(["port-forward", "-n", NAMESPACE, "svc/kfp-operator-metrics", &format!("{local}:8080")])
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        if let Some((200, body)) = runtime.block_on(support::http_get(local, "/metrics")) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /metrics through kubectl port-forward svc/kfp-operator-metrics"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = forward.kill();
+    let _ = forward.wait();
+    let controller_lines: Vec<&str> = metrics.lines().filter(|line| line.contains("controller")).collect();
+    assert!(
+        controller_lines.iter().any(|line| line.starts_with("kfp_operator_controller_reconcile_total{")),
+        "curl localhost:8080/metrics | grep controller finds the reconciles:\n{}",
+        controller_lines.join("\n")
+    );
 
     // The quickstart's objects go while the operator can still release them.
     let namespaces = std::mem::take(&mut cleanup.namespaces);
