@@ -282,19 +282,18 @@ impl Installation {
             }),
             ..EnvVarSource::default()
         };
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--log-json".into(),
+        let mut args: Vec<String> = vec!["run".into(), "--log-json".into()];
+        if self.leader_election {
+            args.push("--leader-elect".into());
+        }
+        args.extend([
             "--admin-addr".into(),
             format!("0.0.0.0:{ADMIN_PORT}"),
             "--events-addr".into(),
             format!("0.0.0.0:{EVENTS_PORT}"),
             "--config".into(),
             format!("{CONFIG_DIR}/operator.yaml"),
-        ];
-        if self.leader_election {
-            args.push("--leader-elect".into());
-        }
+        ]);
         let mut ports = vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)];
         let mut mounts = vec![VolumeMount {
             name: "config".into(),
