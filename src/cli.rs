@@ -143,7 +143,7 @@ impl Args {
             }
             Command::Crd { output_dir: Some(dir) } => write_crds(&dir),
             Command::Manifests { write_files: Some(root), .. } => {
-                for (path, content) in crate::tools::deploy::generated_files()? {
+                for (path, content) in crate::tools::generated::generated_files()? {
                     let path = root.join(path);
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)

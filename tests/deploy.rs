@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kfp_operator::api::{
     NamespacedName, OnChangeType, Pipeline, Provider, ProviderSpec, Run, RunConfiguration, Triggers,
 };
-use kfp_operator::tools::deploy::{Installation, generated_files};
+use kfp_operator::tools::deploy::Installation;
+use kfp_operator::tools::generated::generated_files;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};

@@ -9,12 +9,41 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::ingest::IngestError;
 use crate::api::NamespacedName;
+
+/// Why a caller is not let in: it proved no identity (401), another one than the Provider's
+/// (403), or its proof could not be checked (503, try again).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    ServiceAccountMismatch(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::ServiceAccountMismatch(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "Unauthenticated",
+            Self::ServiceAccountMismatch(_) => "ServiceAccountMismatch",
+            Self::Unavailable(_) => "AuthenticationUnavailable",
+        }
+    }
+}
 
 /// What the API server said about a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,20 +72,20 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
 }
 
 /// The bearer token of a request, if it sent one.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IngestError> {
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        IngestError::Unauthenticated(
+        AuthError::Unauthenticated(
             "no bearer token; send Authorization: Bearer <ServiceAccount token>".into(),
         )
     })?;
     let value = value
         .to_str()
-        .map_err(|_| IngestError::Unauthenticated("the Authorization header is not text".into()))?;
+        .map_err(|_| AuthError::Unauthenticated("the Authorization header is not text".into()))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(token.trim())
         }
-        _ => Err(IngestError::Unauthenticated(
+        _ => Err(AuthError::Unauthenticated(
             "the Authorization header is not a bearer token; send Authorization: Bearer <ServiceAccount token>"
                 .into(),
         )),
@@ -65,16 +94,16 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IngestError> {
 
 /// Who a review says the caller is: 401 for a rejected token or another audience, 503 when
 /// the review could not be made.
-pub fn verdict(review: &Result<Review, String>, audience: &str) -> Result<Caller, IngestError> {
+pub fn verdict(review: &Result<Review, String>, audience: &str) -> Result<Caller, AuthError> {
     match review {
-        Err(error) => Err(IngestError::AuthenticationUnavailable(format!(
-            "the token could not be reviewed ({error}); retry later"
-        ))),
+        Err(error) => {
+            Err(AuthError::Unavailable(format!("the token could not be reviewed ({error}); retry later")))
+        }
         Ok(Review::Rejected { reason }) => {
-            Err(IngestError::Unauthenticated(format!("the token is not valid: {reason}")))
+            Err(AuthError::Unauthenticated(format!("the token is not valid: {reason}")))
         }
         Ok(Review::Authenticated { audiences, .. }) if !audiences.iter().any(|a| a == audience) => {
-            Err(IngestError::Unauthenticated(format!(
+            Err(AuthError::Unauthenticated(format!(
                 "the token is not issued for the audience {audience:?} (it is for {audiences:?})"
             )))
         }
@@ -88,14 +117,14 @@ pub fn authorize(
     caller: &Caller,
     provider: &NamespacedName,
     expected: Option<&str>,
-) -> Result<(), IngestError> {
+) -> Result<(), AuthError> {
     match expected {
         Some(expected) if expected == caller.username => Ok(()),
-        Some(expected) => Err(IngestError::ServiceAccountMismatch(format!(
+        Some(expected) => Err(AuthError::ServiceAccountMismatch(format!(
             "{} may not report completions of Provider {provider}; only its ServiceAccount {expected} may",
             caller.username
         ))),
-        None => Err(IngestError::ServiceAccountMismatch(format!(
+        None => Err(AuthError::ServiceAccountMismatch(format!(
             "Provider {provider} does not exist, so {} may not report completions for it",
             caller.username
         ))),
@@ -171,7 +200,7 @@ impl Authenticator {
     }
 
     /// Who the request's bearer token proves the caller to be.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, IngestError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
         let key = ReviewCache::key(token);
         if let Some(review) = self.cache.get(&key, Instant::now()) {
@@ -199,7 +228,7 @@ mod tests {
         })
     }
 
-    fn status(result: Result<impl Sized, IngestError>) -> StatusCode {
+    fn status(result: Result<impl Sized, AuthError>) -> StatusCode {
         result.err().map_or(StatusCode::OK, |error| error.status())
     }
 

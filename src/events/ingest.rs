@@ -29,7 +29,7 @@ use futures::future::{BoxFuture, join_all};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::auth::{Authenticator, Caller, authorize};
+use super::auth::{AuthError, Authenticator, Caller, authorize};
 use super::cloudevent::{CloudEventOptions, cloud_events_for, trace_id};
 use super::completion::{RunCompletionEvent, RunCompletionEventData, select_artifacts};
 use super::sink::{Outgoing, Sink};
@@ -94,6 +94,16 @@ impl IngestError {
             Self::Unauthenticated(_) => "Unauthenticated",
             Self::ServiceAccountMismatch(_) => "ServiceAccountMismatch",
             Self::AuthenticationUnavailable(_) => "AuthenticationUnavailable",
+        }
+    }
+}
+
+impl From<AuthError> for IngestError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated(message) => Self::Unauthenticated(message),
+            AuthError::ServiceAccountMismatch(message) => Self::ServiceAccountMismatch(message),
+            AuthError::Unavailable(message) => Self::AuthenticationUnavailable(message),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod bench_compile;
 pub mod bench_versions;
 pub mod chart;
 pub mod deploy;
+pub mod generated;
 pub mod graph;
 pub mod monitoring;
 pub mod tail;
