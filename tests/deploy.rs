@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::chart::{kind_and_name, normalised};
+use support::chart::{documents, kind_and_name, normalised};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,14 +33,6 @@ fn generated_files_are_current() {
             "{path} is out of date: run `cargo run -- manifests --write-files .` and commit the result"
         );
     }
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    yaml.split("\n---\n")
-        .map(|document| document.trim_start_matches("---\n"))
-        .filter(|document| document.lines().any(|line| !line.starts_with('#') && !line.trim().is_empty()))
-        .map(|document| serde_saphyr::from_str(document).unwrap())
-        .collect()
 }
 
 fn kustomize(dir: &str) -> Vec<Value> {

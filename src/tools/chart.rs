@@ -233,7 +233,7 @@ pub fn values_schema() -> Value {
 }
 
 /// `values.yaml`: every value at its default, under its description.
-pub fn values_yaml() -> Result<String, serde_json::Error> {
+pub fn values_yaml() -> anyhow::Result<String> {
     let schema = values_schema();
     let defaults = serde_json::to_value(ChartValues::default())?;
     let mut out = String::from(
@@ -243,12 +243,7 @@ pub fn values_yaml() -> Result<String, serde_json::Error> {
     Ok(out)
 }
 
-fn write_values(
-    out: &mut String,
-    schema: &Value,
-    values: &Value,
-    depth: usize,
-) -> Result<(), serde_json::Error> {
+fn write_values(out: &mut String, schema: &Value, values: &Value, depth: usize) -> anyhow::Result<()> {
     let indent = "  ".repeat(depth);
     let Some(properties) = schema["properties"].as_object() else { return Ok(()) };
     for (key, property) in properties {
@@ -264,7 +259,7 @@ fn write_values(
             write_values(out, property, value, depth + 1)?;
         } else if value.as_object().is_some_and(|o| !o.is_empty()) {
             out.push_str(&format!("{indent}{key}:\n"));
-            for line in serde_saphyr::to_string(value).unwrap_or_default().lines() {
+            for line in serde_saphyr::to_string(value)?.lines() {
                 out.push_str(&format!("{indent}  {line}\n"));
             }
         } else {
@@ -353,21 +348,17 @@ fn with_parts(base: &str, parts: &[Part<'_>]) -> anyhow::Result<String> {
         if common[0][0] != old.len() {
             anyhow::bail!("the part under {} changes lines instead of adding them", part.open);
         }
-        let (mut i, mut block) = (0, Vec::new());
+        // added[k]: the lines the part adds before line k of `base`.
+        let (mut i, mut added) = (0, vec![Vec::new(); old.len() + 1]);
         for (j, line) in new.iter().enumerate() {
-            let kept = i < old.len() && old[i] == *line && common[i][j] == common[i + 1][j + 1] + 1;
-            if kept {
-                if !block.is_empty() {
-                    inserted[i].push(format!("{}\n{}\n{{{{- end }}}}", part.open, block.join("\n")));
-                    block.clear();
-                }
+            if i < old.len() && old[i] == *line && common[i][j] == common[i + 1][j + 1] + 1 {
                 i += 1;
             } else {
-                block.push(*line);
+                added[i].push(*line);
             }
         }
-        if !block.is_empty() {
-            inserted[i].push(format!("{}\n{}\n{{{{- end }}}}", part.open, block.join("\n")));
+        for (k, lines) in added.iter().enumerate().filter(|(_, lines)| !lines.is_empty()) {
+            inserted[k].push(format!("{}\n{}\n{{{{- end }}}}", part.open, lines.join("\n")));
         }
     }
     let mut out = String::new();
@@ -382,6 +373,15 @@ fn with_parts(base: &str, parts: &[Part<'_>]) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// The index after the lines indented deeper than `lines[start]`, which belong to it.
+fn block_end(lines: &[&str], start: usize) -> usize {
+    (start + 1..lines.len()).find(|&i| indent_of(lines[i]) <= indent_of(lines[start])).unwrap_or(lines.len())
 }
 
 /// `text` with the single line whose trimmed content is `key:`, followed by a line starting
@@ -408,12 +408,11 @@ fn range_item(text: &str, sentinel: &str, list: &str) -> anyhow::Result<String> 
     let lines: Vec<&str> = text.lines().collect();
     let at =
         lines.iter().position(|l| l.contains(sentinel)).ok_or_else(|| anyhow::anyhow!("no {sentinel}"))?;
-    let depth = |line: &str| line.len() - line.trim_start().len();
     let start = (0..=at)
         .rev()
-        .find(|&i| lines[i].trim_start().starts_with("- ") && depth(lines[i]) <= depth(lines[at]))
+        .find(|&i| lines[i].trim_start().starts_with("- ") && indent_of(lines[i]) <= indent_of(lines[at]))
         .ok_or_else(|| anyhow::anyhow!("{sentinel} is not in a list"))?;
-    let end = (at + 1..lines.len()).find(|&i| depth(lines[i]) <= depth(lines[start])).unwrap_or(lines.len());
+    let end = block_end(&lines, start);
     let mut out: Vec<String> = lines[..start].iter().map(|l| (*l).to_owned()).collect();
     out.push(format!("{{{{- range {list} }}}}"));
     out.extend(lines[start..end].iter().map(|l| l.replace(sentinel, "{{ . | quote }}")));

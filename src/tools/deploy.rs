@@ -138,6 +138,26 @@ impl NetworkAccess {
     }
 }
 
+fn read_only_mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn secret_volume(volume: &str, secret: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|v| (*v).to_owned()).collect()
 }
@@ -295,12 +315,7 @@ impl Installation {
             format!("{CONFIG_DIR}/operator.yaml"),
         ]);
         let mut ports = vec![port("admin", ADMIN_PORT), port("events", EVENTS_PORT)];
-        let mut mounts = vec![VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }];
+        let mut mounts = vec![read_only_mount("config", CONFIG_DIR)];
         let mut volumes = vec![Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -310,20 +325,8 @@ impl Installation {
             ..Volume::default()
         }];
         if let Some(secret) = &self.sink_credentials_secret {
-            mounts.push(VolumeMount {
-                name: "sink-credentials".into(),
-                mount_path: SINK_CREDENTIALS_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-            volumes.push(Volume {
-                name: "sink-credentials".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.clone()),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
+            mounts.push(read_only_mount("sink-credentials", SINK_CREDENTIALS_DIR));
+            volumes.push(secret_volume("sink-credentials", secret));
         }
         if let Some(secret) = &self.webhook_tls_secret {
             args.extend([
@@ -333,20 +336,8 @@ impl Installation {
                 WEBHOOK_CERT_DIR.into(),
             ]);
             ports.push(port("webhook", WEBHOOK_PORT));
-            mounts.push(VolumeMount {
-                name: "webhook-tls".into(),
-                mount_path: WEBHOOK_CERT_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-            volumes.push(Volume {
-                name: "webhook-tls".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.clone()),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
+            mounts.push(read_only_mount("webhook-tls", WEBHOOK_CERT_DIR));
+            volumes.push(secret_volume("webhook-tls", secret));
         }
         let container = Container {
             name: "operator".into(),

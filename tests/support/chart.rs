@@ -67,15 +67,18 @@ pub fn render(release: &str, namespace: &str, overrides: &Value) -> Result<Vec<V
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    let text = String::from_utf8(output.stdout).unwrap().replace("<no value>", "");
-    Ok(text
-        .split("\n---\n")
+    Ok(documents(&String::from_utf8(output.stdout).unwrap().replace("<no value>", "")))
+}
+
+/// The documents of a multi-document YAML stream, leaving out those with only comments.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
         .map(|document| document.trim_start_matches("---\n"))
         .filter(|document| document.lines().any(|line| !line.starts_with('#') && !line.trim().is_empty()))
         .map(|document| {
             serde_saphyr::from_str(document).unwrap_or_else(|error| panic!("{error}:\n{document}"))
         })
-        .collect())
+        .collect()
 }
 
 /// Numbers as YAML writers differ on them (`0` and `0.0`).
