@@ -34,13 +34,32 @@ fn decode<K: DeserializeOwned>(kind: &str, value: &Value) -> Result<K, Vec<Strin
 /// as it is (finalizers, labels, annotations) and anything being deleted always pass, so that a
 /// rule tightened later can never block a deletion.
 pub fn validate(admission: Admission<'_>, provider: Option<&Provider>) -> Result<(), Vec<String>> {
+    validate_with(admission, &Lookups { provider, ..Lookups::default() })
+}
+
+/// What the webhook server looked up for the rules that span objects.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups<'a> {
+    /// The Provider a Pipeline names, when it exists.
+    pub provider: Option<&'a Provider>,
+    /// Of the RunConfigurations a join names (qualified), those that do not exist; `None` when
+    /// they were not looked up (then they are not checked).
+    pub missing_run_configurations: Option<BTreeSet<NamespacedName>>,
+}
+
+/// [`validate`] with everything the server looked up.
+pub fn validate_with(admission: Admission<'_>, lookups: &Lookups<'_>) -> Result<(), Vec<String>> {
+    let provider = lookups.provider;
     let deleting = admission.object.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
     let spec_unchanged = admission.old.is_some_and(|old| old.get("spec") == admission.object.get("spec"));
     if deleting || spec_unchanged {
         return Ok(());
     }
     let problems = match admission.kind {
-        "RunConfiguration" => run_configuration(&decode(admission.kind, admission.object)?),
+        "RunConfiguration" => run_configuration(
+            &decode(admission.kind, admission.object)?,
+            lookups.missing_run_configurations.as_ref(),
+        ),
         "Run" => {
             let old = admission.old.map(|old| decode::<Run>(admission.kind, old)).transpose()?;
             run(&decode(admission.kind, admission.object)?, old.as_ref())
@@ -74,7 +93,17 @@ fn run_spec(spec: &RunSpec, problems: &mut Vec<String>) {
     }
 }
 
-fn run_configuration(rc: &RunConfiguration) -> Vec<String> {
+/// The RunConfigurations a RunConfiguration's join names, qualified: what the webhook server
+/// looks up for [`Lookups::missing_run_configurations`].
+pub fn join_dependencies(object: &Value) -> Vec<NamespacedName> {
+    let Ok(rc) = serde_json::from_value::<RunConfiguration>(object.clone()) else {
+        return Vec::new();
+    };
+    let namespace = rc.metadata.namespace.clone().unwrap_or_default();
+    rc.spec.triggers.join_dependencies().iter().map(|d| d.qualified(&namespace)).collect()
+}
+
+fn run_configuration(rc: &RunConfiguration, missing: Option<&BTreeSet<NamespacedName>>) -> Vec<String> {
     let mut problems = Vec::new();
     run_spec(&rc.spec.run, &mut problems);
     let triggers = &rc.spec.triggers;
@@ -103,6 +132,26 @@ fn run_configuration(rc: &RunConfiguration) -> Vec<String> {
     let own = NamespacedName::new(&namespace, rc.metadata.name.clone().unwrap_or_default());
     if triggers.run_configurations.iter().any(|reference| reference.qualified(&namespace) == own) {
         problems.push("triggers.runConfigurations: a RunConfiguration cannot trigger itself".into());
+    }
+    problems.extend(triggers.problems());
+    if let Some(join) = &triggers.join
+        && let Ok(expression) = crate::api::join::parse(&join.expression)
+    {
+        for (dependency, column) in expression.dependencies_with_columns() {
+            let qualified = dependency.qualified(&namespace);
+            if qualified == own {
+                problems.push(format!(
+                    "triggers.join.expression {:?} at column {column}: a RunConfiguration cannot join on itself",
+                    join.expression
+                ));
+            } else if missing.is_some_and(|missing| missing.contains(&qualified)) {
+                problems.push(format!(
+                    "triggers.join.expression {:?} at column {column}: RunConfiguration {qualified} does not exist; \
+                     correct the name or create it first",
+                    join.expression
+                ));
+            }
+        }
     }
     problems
 }
@@ -189,6 +238,49 @@ mod tests {
         let valid = rc(json!({"run": {"provider": "ml/stub", "pipeline": "p"},
             "triggers": {"schedules": [{"cronExpression": "0 0 * * * *"}], "runConfigurations": ["base"]}}));
         assert_eq!(check("RunConfiguration", valid), Ok(()));
+    }
+
+    #[test]
+    fn a_join_is_refused_with_the_column_of_its_problem() {
+        let joined = |expression: &str| {
+            rc(json!({"run": {"provider": "ml/stub", "pipeline": "p"},
+                "triggers": {"join": {"expression": expression, "reset": "0 0 * * *"}}}))
+        };
+        let problems = check("RunConfiguration", joined("a && (b")).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "triggers.join.expression \"a && (b\" does not parse at column 8: expected \"&&\", \"||\" or \")\" \
+              closing the \"(\" at column 6, found the end"
+            ]
+        );
+        let object = joined("base/a && (train || ml/b)");
+        assert_eq!(
+            join_dependencies(&object),
+            [
+                NamespacedName::new("base", "a"),
+                NamespacedName::new("ml", "train"),
+                NamespacedName::new("ml", "b")
+            ]
+        );
+        let lookups = Lookups {
+            missing_run_configurations: Some(BTreeSet::from([NamespacedName::new("ml", "b")])),
+            ..Lookups::default()
+        };
+        let problems =
+            validate_with(Admission { kind: "RunConfiguration", object: &object, old: None }, &lookups)
+                .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "triggers.join.expression \"base/a && (train || ml/b)\" at column 12: a RunConfiguration cannot join on itself",
+                "triggers.join.expression \"base/a && (train || ml/b)\" at column 21: RunConfiguration ml/b does not exist; \
+                 correct the name or create it first",
+            ]
+        );
+        assert_eq!(check("RunConfiguration", object), Err(vec![
+            "triggers.join.expression \"base/a && (train || ml/b)\" at column 12: a RunConfiguration cannot join on itself".to_owned()
+        ]), "not looked up: not checked");
     }
 
     #[test]

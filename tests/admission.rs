@@ -135,6 +135,56 @@ async fn the_apiserver_refuses_bad_manifests_through_the_webhook() {
     let good_rc = rc("good", json!({"run": {"provider": format!("{ns}/stub"), "pipeline": "p"}}));
     create(&client, &ns, good_rc).await.unwrap();
 
+    // Joins: a parse error and an unknown dependency are refused with their column; a condition
+    // that does not parse or names nothing the triggers depend on, and a bad reset, too.
+    let joined = |name: &str, expression: &str, extra: Value| {
+        let mut triggers = json!({"join": {"expression": expression}});
+        if let (Some(triggers), Value::Object(extra)) = (triggers.as_object_mut(), extra) {
+            triggers.extend(extra);
+        }
+        rc(name, json!({"run": {"provider": format!("{ns}/stub"), "pipeline": "p"}, "triggers": triggers}))
+    };
+    let message = create(&client, &ns, joined("j1", "good && (bad ||", json!({}))).await.unwrap_err();
+    assert!(
+        message.contains("triggers.join.expression \"good && (bad ||\" does not parse at column 16"),
+        "{message}"
+    );
+    let message = create(&client, &ns, joined("j2", "good && (goood || good)", json!({}))).await.unwrap_err();
+    assert!(
+        message.contains(&format!("at column 10: RunConfiguration {ns}/goood does not exist")),
+        "{message}"
+    );
+    let message = create(
+        &client,
+        &ns,
+        joined(
+            "j3",
+            "good",
+            json!({"join": {"expression": "good", "reset": "sometimes"},
+                "conditions": [{"runConfiguration": "other", "artifact": "metrics", "filter": "accuracy >"}]}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    for reason in [
+        "triggers.join.reset",
+        "triggers.conditions[0]: other is neither in triggers.runConfigurations nor in triggers.join",
+        "triggers.conditions[0]: filter \"accuracy >\" does not parse",
+    ] {
+        assert!(message.contains(reason), "{reason:?} in {message}");
+    }
+    create(
+        &client,
+        &ns,
+        joined(
+            "j4",
+            "good",
+            json!({"conditions": [{"runConfiguration": "good", "artifact": "metrics", "filter": "accuracy > 0.9"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+
     let provider = |env: Value| {
         json!({"apiVersion": "pipelines.kubeflow.org/v1beta1", "kind": "Provider", "metadata": {"name": "stub"},
             "spec": {"type": "stub", "serviceImage": "none", "serviceAccount": "sa", "pipelineRootStorage": "r",

@@ -425,6 +425,7 @@ async fn defect_5_the_triggers_column_shows_every_trigger() {
         schedules: vec![Schedule::cron("0 * * * *")],
         on_change: vec![OnChangeType::Pipeline],
         run_configurations: vec!["upstream".parse().unwrap()],
+        ..Triggers::default()
     };
     create(&client, &ns, &run_configuration("everything", &provider, everything)).await;
     let column = |name: &'static str| {

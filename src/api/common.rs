@@ -214,18 +214,30 @@ impl NamedValue {
     }
 }
 
-/// An output artifact of a finished run: its declared name and where it was stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+/// An output artifact of a finished run: its declared name, where it was stored and the
+/// metadata the provider reported for it (what trigger conditions look at).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Artifact {
     /// The name declared in the run's `artifacts[]`.
     pub name: String,
     /// Where the provider stored it (e.g. a `gs://` URI).
     pub location: String,
+    /// The artifact's metadata as the provider reported it (e.g. `{"accuracy": 0.95}`); omitted
+    /// when empty.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schemars(schema_with = "super::schema::json_value_map")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Artifact {
     pub fn new(name: impl Into<String>, location: impl Into<String>) -> Self {
-        Self { name: name.into(), location: location.into() }
+        Self { name: name.into(), location: location.into(), metadata: serde_json::Map::new() }
+    }
+
+    /// The artifact with `metadata`.
+    pub fn with_metadata(mut self, metadata: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 

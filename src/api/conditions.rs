@@ -85,6 +85,8 @@ impl fmt::Display for SyncState {
 pub const DEPENDENCIES_RESOLVED: &str = "DependenciesResolved";
 /// Says whether a RunConfiguration is part of a dependency cycle.
 pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
+/// `Triggers` (RunConfiguration): what the triggers are waiting for, what is pending, what last fired.
+pub const TRIGGERS: &str = "Triggers";
 
 /// The message of a condition that has nothing more specific to say. Never empty: an empty
 /// string in a server-side apply body reaches older API servers as `null`.

@@ -10,7 +10,8 @@
 //! and        = not (ws "and" ws not)*
 //! not        = "not" ws not | group             -- `not not x` is `x`
 //! group      = "(" ws? or ws? ")" | match
-//! match      = selector ("==" | "!=" | "contains" | "not contains" | "matches" | "not matches") value
+//! match      = selector ("==" | "!=" | ">=" | "<=" | ">" | "<"
+//!                        | "contains" | "not contains" | "matches" | "not matches") value
 //!            | selector ("is empty" | "is not empty")
 //!            | value ("in" | "not in") selector
 //! selector   = ident ("." ident | "." digits | "[" ws? string ws? "]")*
@@ -20,7 +21,7 @@
 //! string     = "\"" Go-escaped chars "\"" | "`" raw chars "`"
 //! ```
 //!
-//! `==`/`!=` may go without spaces; every keyword operator (`and`, `or`, `not`, `in`,
+//! `==`/`!=` and the comparisons `>`, `>=`, `<`, `<=` may go without spaces; every keyword operator (`and`, `or`, `not`, `in`,
 //! `contains`, `matches`, `is empty`) needs whitespace around it, as in go-bexpr.
 //!
 //! # Evaluation
@@ -28,7 +29,9 @@
 //! A selector is a path into the metadata object (array elements by number). The literal is
 //! coerced to the type of the value found, as go-bexpr does: a metadata number `1` equals
 //! the literals `1`, `1.0` and `"1"`; a boolean accepts `true`/`false`/`1`/`0`/`t`/`f`/…; a
-//! string compares as a string. `in`/`contains` test a key of an object, an element of an
+//! string compares as a string. The comparisons (an extension of go-bexpr's grammar, for
+//! conditions such as `accuracy > 0.9`) need a number literal and a metadata number, or a
+//! string that reads as one (`"0.95"`). `in`/`contains` test a key of an object, an element of an
 //! array (each element coerced in turn; elements the literal cannot be coerced to are
 //! skipped) or a substring of a string. `matches` is an unanchored RE2-style regular
 //! expression match on a string. A missing field, a value of a type the operator does not
@@ -186,6 +189,8 @@ struct Match {
 enum Operator {
     Equal,
     NotEqual,
+    /// `>`, `>=`, `<`, `<=`: numbers only.
+    Compare(Comparison),
     /// `literal in selector`, or `selector contains literal`.
     In,
     NotIn,
@@ -195,11 +200,41 @@ enum Operator {
     NotMatches(Regex),
 }
 
+/// A numeric comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+}
+
+impl Comparison {
+    fn symbol(self) -> &'static str {
+        match self {
+            Self::Greater => ">",
+            Self::GreaterOrEqual => ">=",
+            Self::Less => "<",
+            Self::LessOrEqual => "<=",
+        }
+    }
+
+    fn holds(self, value: f64, literal: f64) -> bool {
+        match self {
+            Self::Greater => value > literal,
+            Self::GreaterOrEqual => value >= literal,
+            Self::Less => value < literal,
+            Self::LessOrEqual => value <= literal,
+        }
+    }
+}
+
 impl Operator {
     fn name(&self) -> &'static str {
         match self {
             Self::Equal => "==",
             Self::NotEqual => "!=",
+            Self::Compare(comparison) => comparison.symbol(),
             Self::In => "in",
             Self::NotIn => "not in",
             Self::IsEmpty => "is empty",
@@ -323,6 +358,16 @@ impl Match {
         }
     }
 
+    fn compare(&self, comparison: Comparison, value: &Value) -> Result<bool, EvalError> {
+        let found = match value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => Some(parse_go_float(s.trim()).ok_or_else(|| self.unsupported(value))?),
+            other => return Err(self.unsupported(other)),
+        };
+        let literal = parse_go_float(&self.literal).ok_or_else(|| self.invalid_literal(value))?;
+        Ok(found.is_some_and(|found| comparison.holds(found, literal)))
+    }
+
     fn contains(&self, value: &Value) -> Result<bool, EvalError> {
         match value {
             Value::Object(map) => Ok(map.contains_key(&self.literal)),
@@ -369,6 +414,7 @@ impl Match {
         match &self.operator {
             Operator::Equal => self.equals(value),
             Operator::NotEqual => self.equals(value).map(|b| !b),
+            Operator::Compare(comparison) => self.compare(*comparison, value),
             Operator::In => self.contains(value),
             Operator::NotIn => self.contains(value).map(|b| !b),
             Operator::IsEmpty => self.is_empty(value),
@@ -608,6 +654,7 @@ impl<'s> Parser<'s> {
         enum Op {
             Equal,
             NotEqual,
+            Compare(Comparison),
             In,
             NotIn,
             Matches,
@@ -617,6 +664,8 @@ impl<'s> Parser<'s> {
             Op::Equal
         } else if self.symbol("!=") {
             Op::NotEqual
+        } else if let Some(comparison) = self.comparison() {
+            Op::Compare(comparison)
         } else if self.keyword_between_spaces("contains", "\"contains\"") {
             Op::In
         } else if self.not_keyword("contains") {
@@ -633,6 +682,20 @@ impl<'s> Parser<'s> {
         let operator = match op {
             Op::Equal => Operator::Equal,
             Op::NotEqual => Operator::NotEqual,
+            Op::Compare(comparison) => {
+                if parse_go_float(&literal).is_none() {
+                    self.fatal = Some(FilterError::Syntax {
+                        expression: self.source.to_owned(),
+                        column: value_start + 1,
+                        message: format!(
+                            "\"{}\" compares numbers: expected a number, found {literal:?}",
+                            comparison.symbol()
+                        ),
+                    });
+                    return None;
+                }
+                Operator::Compare(comparison)
+            }
             Op::In => Operator::In,
             Op::NotIn => Operator::NotIn,
             Op::Matches => Operator::Matches(self.regex(&literal, value_start)?),
@@ -651,6 +714,22 @@ impl<'s> Parser<'s> {
             found.then_some(())
         })
         .is_some()
+    }
+
+    /// `ws? (">=" | "<=" | ">" | "<") ws?`.
+    fn comparison(&mut self) -> Option<Comparison> {
+        [Comparison::GreaterOrEqual, Comparison::LessOrEqual, Comparison::Greater, Comparison::Less]
+            .into_iter()
+            .find(|comparison| {
+                let symbol = comparison.symbol();
+                self.attempt(|p| {
+                    p.ws();
+                    let found = p.literal(symbol, comparison_label(*comparison));
+                    p.ws();
+                    found.then_some(())
+                })
+                .is_some()
+            })
     }
 
     /// `ws "not" ws keyword ws`.
@@ -880,6 +959,15 @@ impl<'s> Parser<'s> {
 }
 
 /// The escapes of a Go double-quoted string literal (`strconv.Unquote`).
+fn comparison_label(comparison: Comparison) -> &'static str {
+    match comparison {
+        Comparison::Greater => "\">\"",
+        Comparison::GreaterOrEqual => "\">=\"",
+        Comparison::Less => "\"<\"",
+        Comparison::LessOrEqual => "\"<=\"",
+    }
+}
+
 fn unquote_go(body: &[char]) -> Result<String, String> {
     let mut bytes = Vec::with_capacity(body.len());
     let mut chars = body.iter().copied();
@@ -1039,6 +1127,23 @@ mod tests {
         assert_eq!(eval("n == 2 and missing == 1", &metadata), Ok(false));
         assert_eq!(eval("n == 1 or missing == 1", &metadata), Ok(true));
         assert!(eval("n == 1 and missing == 1", &metadata).is_err());
+    }
+
+    #[test]
+    fn numbers_compare() {
+        let metrics = json!({"accuracy": 0.95, "loss": "0.2", "name": "m", "nested": {"auc": 0.85}});
+        assert_eq!(eval("accuracy > 0.9", &metrics), Ok(true));
+        assert_eq!(eval("accuracy>0.95", &metrics), Ok(false));
+        assert_eq!(eval("accuracy >= 0.95", &metrics), Ok(true));
+        assert_eq!(eval("nested.auc < 0.9 and accuracy <= 1", &metrics), Ok(true));
+        assert_eq!(eval("loss < 0.5", &metrics), Ok(true), "a string that reads as a number");
+        assert_eq!(eval("not accuracy > 0.9", &metrics), Ok(false));
+        assert!(matches!(eval("name > 1", &metrics), Err(EvalError::Unsupported { .. })));
+        assert!(matches!(eval("missing > 1", &metrics), Err(EvalError::MissingField { .. })));
+        let error = parse("accuracy > high").unwrap_err();
+        assert_eq!(error.column(), 12);
+        assert!(error.to_string().contains("\">\" compares numbers"), "{error}");
+        assert_eq!(parse("accuracy > 0.9").unwrap().source(), "accuracy > 0.9");
     }
 
     #[test]

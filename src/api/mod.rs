@@ -10,6 +10,7 @@ pub mod duration;
 pub mod experiment;
 pub mod filter;
 pub mod hash;
+pub mod join;
 pub mod labels;
 pub mod pipeline;
 pub mod provider;
@@ -32,7 +33,8 @@ pub use run::{
     RunSpec, RunStatus, ValueFrom,
 };
 pub use run_configuration::{
-    LatestRuns, OnChangeType, RunConfiguration, RunConfigurationSpec, RunConfigurationStatus, Schedule,
+    ConcurrencyPolicy, ConditionVerdict, Join, JoinDependency, JoinStatus, LatestRuns, OnChangeType,
+    PendingRun, RunConfiguration, RunConfigurationSpec, RunConfigurationStatus, Schedule, TriggerCondition,
     TriggeredRunReference, Triggers, TriggersStatus,
 };
 pub use run_schedule::{RunSchedule, RunScheduleSpec};

@@ -126,6 +126,16 @@ fn run_configuration_round_trips() {
                     NamespacedName::name_only("local-rc"),
                     NamespacedName::new("base", "examples-rc"),
                 ],
+                join: Some(crate::api::Join {
+                    expression: "base/features && (train-xgb || train-lgbm)".into(),
+                    reset: "24h".into(),
+                }),
+                conditions: vec![crate::api::TriggerCondition {
+                    run_configuration: NamespacedName::name_only("train-xgb"),
+                    artifact: "metrics".into(),
+                    filter: "accuracy > 0.9".into(),
+                }],
+                concurrency_policy: crate::api::ConcurrencyPolicy::Forbid,
             },
         },
     );
@@ -148,6 +158,36 @@ fn run_configuration_round_trips() {
                 "local-rc".to_owned(),
                 TriggeredRunReference { provider_id: "run-1".into() },
             )]),
+            join: crate::api::JoinStatus {
+                dependencies: BTreeMap::from([(
+                    "base/features".to_owned(),
+                    crate::api::JoinDependency {
+                        seen: "run-7".into(),
+                        satisfied_by: "run-7".into(),
+                        satisfied_at: Some(time(1_700_000_300)),
+                    },
+                )]),
+                since: Some(time(1_700_000_300)),
+                last_run: "penguin-rc-0123456789".into(),
+                last_fired: Some(time(1_700_000_100)),
+                last_reset: None,
+            },
+            conditions: BTreeMap::from([(
+                "train-xgb".to_owned(),
+                crate::api::ConditionVerdict {
+                    provider_id: "run-8".into(),
+                    passed: false,
+                    message: "run run-8: metrics {\"accuracy\":0.85} does not pass accuracy > 0.9".into(),
+                },
+            )]),
+            pending: Some(crate::api::PendingRun {
+                trigger_type: "join".into(),
+                key: "join-0123456789abcdef".into(),
+                coalesced: 3,
+                waiting_for: "penguin-rc-abcdef0123".into(),
+                since: Some(time(1_700_000_400)),
+                ..Default::default()
+            }),
         },
         trigger_summary: "runConfigurations: local-rc, base/examples-rc".into(),
     });

@@ -6,7 +6,9 @@
 //! ([`crate::triggers::evaluation::evaluate`]) with the new success in view, so the Run names,
 //! labels and parameters are the ones the reconciler would produce. The reconcilers, woken by
 //! the recorded success, then write `status.triggers`; the Runs they would create exist already
-//! (their create finds them). Anything the fast path cannot see (a dependant whose other
+//! (their create finds them). Joins fire here like any dependency trigger (the join's Run is
+//! named by the successes that satisfy it). Anything the fast path cannot see (a dependant with
+//! a `concurrencyPolicy` other than `Allow`, which needs its running Runs; a dependant whose other
 //! dependencies live in namespaces the operator does not watch) is left to the reconciler.
 
 use std::sync::Arc;
@@ -38,6 +40,11 @@ pub fn planned_runs(
     let succeeded = Arc::new(succeeded);
     let mut planned = Vec::new();
     for dependant in ctx.index.triggered_by(&dependency_name) {
+        // What a Run still running does to a trigger needs the dependant's Runs: its
+        // reconciler, woken by the recorded success, decides.
+        if !dependant.spec.triggers.concurrency_policy.is_allow() {
+            continue;
+        }
         let Some(observed) = observed_from_index(ctx, &dependant, &dependency_name, &succeeded) else {
             continue;
         };
@@ -45,7 +52,9 @@ pub fn planned_runs(
             .index
             .with_graph(|graph| evaluate(&dependant, &observed, ctx.config.cross_namespace_policy, graph));
         let name = qualified_name(&dependant);
-        for trigger in fire.iter().filter(|t| t.kind == TriggerKind::RunConfiguration) {
+        for trigger in
+            fire.iter().filter(|t| matches!(t.kind, TriggerKind::RunConfiguration | TriggerKind::Join))
+        {
             let run = triggered_run(
                 &dependant,
                 trigger.run_name(&name),
@@ -68,17 +77,21 @@ fn observed_from_index(
 ) -> Option<Observed> {
     let namespace = dependant.namespace().unwrap_or_default();
     let mut dependencies = std::collections::BTreeMap::new();
-    for reference in referenced_run_configurations(
-        &dependant.spec.run.parameters,
-        &dependant.spec.triggers.run_configurations,
-    ) {
+    let trigger_dependencies = dependant.spec.triggers.dependencies();
+    for reference in referenced_run_configurations(&dependant.spec.run.parameters, &trigger_dependencies) {
         let qualified = reference.qualified(&namespace);
         let found = if qualified == *dependency { succeeded.clone() } else { ctx.index.get(&qualified)? };
         dependencies.insert(qualified, Some(found));
     }
     let pipeline_version =
         dependant.status.as_ref().map(|s| s.dependencies.pipeline.version.clone()).unwrap_or_default();
-    Some(Observed { pipeline_version, pipeline_problem: None, dependencies })
+    Some(Observed {
+        now: jiff::Timestamp::now(),
+        active_runs: Vec::new(),
+        pipeline_version,
+        pipeline_problem: None,
+        dependencies,
+    })
 }
 
 /// Creates the Runs `dependency`'s new success `latest` starts, `fanOutConcurrency` at a time,

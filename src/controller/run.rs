@@ -142,7 +142,7 @@ pub fn plan(run: &Run, observed: &RunObservation, ttl: Option<Duration>, now: ji
     let namespace = run.namespace().unwrap_or_default();
     if status.dependencies.pipeline.is_empty() {
         status.dependencies.run_configurations =
-            dependency_map(&run.spec.parameters, &[], &namespace, |reference| {
+            dependency_map(&run.spec.parameters, &[], &[], &namespace, |reference| {
                 observed
                     .latest
                     .iter()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates};
@@ -25,7 +25,7 @@ use crate::api::{
 };
 use crate::triggers::dependencies::referenced_run_configurations;
 use crate::triggers::evaluation::{Evaluation, Observed, evaluate, triggered_run};
-use crate::triggers::qualified_name;
+use crate::triggers::{ActiveRun, qualified_name};
 
 /// The reconciler's context: the shared one plus the owned RunSchedules.
 pub struct RcContext {
@@ -199,9 +199,8 @@ async fn apply_schedules(ctx: &Context, namespace: &str, changes: &ScheduleChang
 async fn observe(ctx: &Context, rc: &RunConfiguration) -> Result<Observed, Error> {
     let namespace = rc.namespace().unwrap_or_default();
     let mut dependencies = BTreeMap::new();
-    for reference in
-        referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
-    {
+    let trigger_dependencies = rc.spec.triggers.dependencies();
+    for reference in referenced_run_configurations(&rc.spec.run.parameters, &trigger_dependencies) {
         let dependency = reference.qualified(&namespace);
         let found = lookup(ctx, &dependency).await?;
         dependencies.insert(dependency, found);
@@ -209,7 +208,65 @@ async fn observe(ctx: &Context, rc: &RunConfiguration) -> Result<Observed, Error
     let stored = rc.status.as_ref().map(|s| s.dependencies.pipeline.version.as_str()).unwrap_or_default();
     let (pipeline_version, pipeline_problem) =
         pipeline_version(ctx, &namespace, &rc.spec.run.pipeline, stored).await?;
-    Ok(Observed { pipeline_version, pipeline_problem, dependencies })
+    let active_runs = if rc.spec.triggers.concurrency_policy.is_allow() {
+        Vec::new()
+    } else {
+        active_runs(ctx, rc).await?
+    };
+    Ok(Observed {
+        now: jiff::Timestamp::now(),
+        active_runs,
+        pipeline_version,
+        pipeline_problem,
+        dependencies,
+    })
+}
+
+/// The Runs `rc` started that have not finished, from the API (not a cache: a Run created by
+/// the previous reconcile must be seen, or `Forbid` would start a second one).
+async fn active_runs(ctx: &Context, rc: &RunConfiguration) -> Result<Vec<ActiveRun>, Error> {
+    let namespace = rc.namespace().unwrap_or_default();
+    let api: Api<Run> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = format!("{}={}", labels::RUN_CONFIGURATION, rc.name_any());
+    let runs = api.list(&ListParams::default().labels(&selector)).await?;
+    Ok(runs.items.iter().filter_map(|run| running(run, rc.uid().as_deref())).collect())
+}
+
+/// `run` as an [`ActiveRun`] if it is owned by `owner` and has not finished. A Run whose
+/// submission failed never runs, so it does not count.
+pub fn running(run: &Run, owner: Option<&str>) -> Option<ActiveRun> {
+    let owned = run.owner_references().iter().any(|o| Some(o.uid.as_str()) == owner);
+    let status = run.status.clone().unwrap_or_default();
+    let state = SyncState::of(&status.status);
+    if !owned || status.completion_state.is_some() {
+        return None;
+    }
+    let stopping = run.meta().deletion_timestamp.is_some();
+    if state == SyncState::Failed && !stopping {
+        return None;
+    }
+    let problem = if stopping && state == SyncState::Failed {
+        status
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SYNCHRONIZED)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Some(ActiveRun { name: run.name_any(), stopping, problem })
+}
+
+/// Stops a running Run by deleting it (its finalizer deletes it on the provider).
+async fn stop_run(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Run> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Creates the Run a trigger calls for; an existing one (a repeat) is success. Returns whether
@@ -239,9 +296,15 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
     let previous = rc.status.clone().unwrap_or_default();
 
     let observed = observe(ctx, rc).await?;
-    let Evaluation { mut status, fire, values, invalid_spec, unresolved } =
+    let Evaluation { mut status, fire, stop, requeue_at, values, invalid_spec, unresolved } =
         ctx.index.with_graph(|graph| evaluate(rc, &observed, ctx.config.cross_namespace_policy, graph));
 
+    for run in &stop {
+        stop_run(ctx, &namespace, run).await?;
+        let note = format!("stopping Run {run} to start a new one (concurrencyPolicy Replace)");
+        let (ctx, rc) = (ctx.clone(), rc.clone());
+        tokio::spawn(async move { ctx.event(&rc, false, "RunReplaced", note).await });
+    }
     for trigger in &fire {
         let run = triggered_run(rc, trigger.run_name(&name), trigger.labels(&rc.name_any()), &values);
         if create_triggered_run(ctx, &run).await? {
@@ -290,7 +353,28 @@ pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Res
         }
     }
     ctx.succeeded(rc);
-    Ok(Action::requeue(ctx.config.resync_period))
+    let until_reset = requeue_at
+        .map(|at| at.duration_since(observed.now))
+        .and_then(|wait| std::time::Duration::try_from(wait).ok())
+        .map(|wait| wait + std::time::Duration::from_millis(50));
+    Ok(Action::requeue(
+        until_reset.map_or(ctx.config.resync_period, |wait| wait.min(ctx.config.resync_period)),
+    ))
+}
+
+/// The RunConfiguration to wake when one of its Runs finished or is gone, if its
+/// `concurrencyPolicy` waits for that (a pending Run starts, a replaced one is done).
+fn finished_run_wakes(
+    index: &crate::triggers::index::RunConfigurationIndex,
+    run: &Run,
+) -> Option<ObjectRef<RunConfiguration>> {
+    let finished = run.status.as_ref().is_some_and(|s| s.completion_state.is_some())
+        || run.meta().deletion_timestamp.is_some();
+    let name = run.labels().get(labels::RUN_CONFIGURATION)?;
+    let namespace = run.namespace().unwrap_or_default();
+    let rc = index.get(&NamespacedName::new(&namespace, name))?;
+    (finished && !rc.spec.triggers.concurrency_policy.is_allow())
+        .then(|| ObjectRef::new(name).within(&namespace))
 }
 
 impl AsRef<Context> for RcContext {
@@ -318,6 +402,12 @@ pub async fn run_controller(
     let owned = super::watcher_config().labels(labels::RUN_CONFIGURATION);
     let [owned_changes, owned_schedules] =
         super::plain_feeds::<RunSchedule, 2>(&ctx, owned, "owned schedules");
+    let runs_index = ctx.index.clone();
+    let [owned_runs] = super::plain_feeds::<Run, 1>(
+        &ctx,
+        super::watcher_config().labels(labels::RUN_CONFIGURATION),
+        "triggered runs",
+    );
     let queue = ctx.metrics.queue(&super::controller_name::<RunConfiguration>());
     super::track_resources(&ctx, store.clone());
     let controller = Controller::for_stream(super::waking_self(&queue, own_changes), store)
@@ -345,7 +435,11 @@ pub async fn run_controller(
                     .collect::<Vec<_>>()
             }),
         )
-        .owns_stream(super::waking_owners::<RunConfiguration, _>(&queue, super::changed(owned_changes)));
+        .owns_stream(super::waking_owners::<RunConfiguration, _>(&queue, super::changed(owned_changes)))
+        .watches_stream(
+            super::changed(owned_runs),
+            super::waking(&queue, move |run: Run| finished_run_wakes(&runs_index, &run)),
+        );
     let (schedules, schedules_writer) = reflector::store();
     tokio::spawn(
         super::reflect(owned_schedules, schedules.clone(), schedules_writer)

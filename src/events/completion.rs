@@ -174,8 +174,8 @@ impl RunCompletionEvent {
 /// for each declared artifact in order, for every component named `Component`, for every
 /// output named `Artifact`, take instance `index`; skip it if the index is out of range, the
 /// URI is empty, or the filter evaluates to false or fails (a missing field, for example);
-/// otherwise append `{name, location: uri}`. Several matches give several entries with the
-/// same name.
+/// otherwise append `{name, location: uri, metadata}` (the reference leaves the metadata out;
+/// conditions on results read it). Several matches give several entries with the same name.
 ///
 /// Unlike the reference, which silently skips a declared artifact whose filter does not
 /// parse, a filter that does not parse is an error: it is a mistake in the Run or
@@ -210,7 +210,10 @@ pub fn select_artifacts(
             {
                 continue;
             }
-            selected.push(Artifact::new(artifact.name.clone(), instance.uri.clone()));
+            selected.push(
+                Artifact::new(artifact.name.clone(), instance.uri.clone())
+                    .with_metadata(instance.metadata.clone()),
+            );
         }
     }
     Ok(selected)
@@ -309,7 +312,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             selected,
-            vec![Artifact::new("model", "gs://b/model"), Artifact::new("second", "gs://b/pushed/1")]
+            vec![
+                Artifact::new("model", "gs://b/model"),
+                Artifact::new("second", "gs://b/pushed/1").with_metadata(pushed(0)),
+            ]
         );
     }
 
@@ -328,11 +334,15 @@ mod tests {
         assert_eq!(
             selected,
             vec![
-                Artifact::new("pushed", "gs://b/pushed/0"),
-                Artifact::new("pushed", "gs://b/pushed/again"),
+                Artifact::new("pushed", "gs://b/pushed/0").with_metadata(pushed(1)),
+                Artifact::new("pushed", "gs://b/pushed/again").with_metadata(pushed(1)),
                 Artifact::new("model", "gs://b/model"),
             ]
         );
+    }
+
+    fn pushed(value: u8) -> Map<String, Value> {
+        Map::from_iter([("pushed".to_owned(), Value::from(value))])
     }
 
     #[test]

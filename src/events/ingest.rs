@@ -510,7 +510,11 @@ mod tests {
         let body = br#"{"status":"succeeded","pipelineName":"ns/p","runName":"ns/r","runId":"1","provider":"ns/stub",
             "pipelineComponents":[{"name":"Pusher","componentArtifacts":[{"name":"pushed_model","artifacts":[{"uri":"gs://m","metadata":{"pushed":1}}]}]}]}"#;
         let completion = ingest().accept(serde_json::from_slice(body).unwrap()).await.unwrap();
-        assert_eq!(completion.artifacts, vec![crate::api::Artifact::new("model", "gs://m")]);
+        let metadata = serde_json::Map::from_iter([("pushed".to_owned(), serde_json::Value::from(1))]);
+        assert_eq!(
+            completion.artifacts,
+            vec![crate::api::Artifact::new("model", "gs://m").with_metadata(metadata)]
+        );
     }
 
     proptest! {

@@ -26,8 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
-use crate::admission::{Admission, validate};
-use crate::api::{NamespacedName, Provider};
+use crate::admission::{Admission, Lookups, validate_with};
+use crate::api::{NamespacedName, Provider, RunConfiguration};
 
 /// Why the webhook cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,32 @@ async fn provider_of(client: &kube::Client, object: &serde_json::Value) -> Optio
     }
 }
 
+/// The RunConfigurations a join names that do not exist; `None` when one could not be looked
+/// up (an outage of the API server must not refuse a valid object).
+async fn missing_join_dependencies(
+    client: &kube::Client,
+    object: &serde_json::Value,
+) -> Option<std::collections::BTreeSet<NamespacedName>> {
+    let lookups = crate::admission::join_dependencies(object).into_iter().map(|name| async move {
+        let api: kube::Api<RunConfiguration> = kube::Api::namespaced(client.clone(), &name.namespace);
+        (api.get_metadata_opt(&name.name).await, name)
+    });
+    let mut missing = std::collections::BTreeSet::new();
+    for (found, name) in futures::future::join_all(lookups).await {
+        match found {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                missing.insert(name);
+            }
+            Err(error) => {
+                tracing::warn!(%error, runconfiguration = %name, "admission: could not look up a join's dependency; not checking them");
+                return None;
+            }
+        }
+    }
+    Some(missing)
+}
+
 async fn handle(State(client): State<kube::Client>, body: Bytes) -> Response {
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
         Ok(review) => review,
@@ -146,7 +172,10 @@ async fn handle(State(client): State<kube::Client>, body: Bytes) -> Response {
     };
     let kind = request.kind.kind.as_str();
     let provider = if kind == "Pipeline" { provider_of(&client, &object).await } else { None };
-    let verdict = validate(Admission { kind, object: &object, old: old.as_ref() }, provider.as_ref());
+    let missing_run_configurations =
+        if kind == "RunConfiguration" { missing_join_dependencies(&client, &object).await } else { None };
+    let lookups = Lookups { provider: provider.as_ref(), missing_run_configurations };
+    let verdict = validate_with(Admission { kind, object: &object, old: old.as_ref() }, &lookups);
     let response = match verdict {
         Ok(()) => response,
         Err(problems) => {

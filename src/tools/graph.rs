@@ -55,10 +55,12 @@ pub async fn graph_of_cluster(
             (qualified_name(rc), state)
         })
         .collect();
+    let annotations = render::Annotations::of(rcs.iter());
     let view = match namespace {
         Some(namespace) => render::View::namespace(&graph, &states, namespace),
         None => render::View::all(&graph, &states),
-    };
+    }
+    .annotated(&annotations);
     Ok(match format {
         "dot" => render::dot(&view),
         "text" => render::text(&view),

@@ -54,6 +54,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::graph::DependencyGraph;
@@ -61,7 +62,7 @@ use super::naming;
 use crate::api::hash::run_spec_version;
 use crate::api::labels;
 use crate::api::{
-    NamespacedName, ObservedVersion, OnChangeType, RunConfigurationSpec, RunConfigurationStatus,
+    JoinStatus, NamespacedName, ObservedVersion, OnChangeType, RunConfigurationSpec, RunConfigurationStatus,
     RunReference, TriggeredRunReference, TriggersStatus,
 };
 
@@ -77,6 +78,9 @@ pub enum TriggerKind {
     /// A RunConfiguration it depends on recorded a new successful run.
     #[serde(rename = "runConfiguration")]
     RunConfiguration,
+    /// The join expression became true.
+    #[serde(rename = "join")]
+    Join,
 }
 
 impl TriggerKind {
@@ -86,7 +90,15 @@ impl TriggerKind {
             Self::OnChangePipeline => "onChangePipeline",
             Self::OnChangeRunSpec => "onChangeRunSpec",
             Self::RunConfiguration => "runConfiguration",
+            Self::Join => "join",
         }
+    }
+
+    /// The kind a `pipelines.kubeflow.org/trigger-type` value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::OnChangePipeline, Self::OnChangeRunSpec, Self::RunConfiguration, Self::Join]
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
     }
 }
 
@@ -163,8 +175,21 @@ pub struct DecisionInput<'a> {
     pub generation: i64,
     /// Fire nothing now (the parameters do not resolve); see the module docs.
     pub hold: bool,
-    /// `triggers.runConfigurations` keys (as written) along which nothing may fire.
+    /// `triggers.runConfigurations` and join keys (as written) along which nothing may fire.
     pub suppressed: BTreeSet<String>,
+    /// The time of the evaluation (satisfaction times, resets, pending since).
+    pub now: Timestamp,
+    /// The Runs of this RunConfiguration that have not finished (for `concurrencyPolicy`).
+    pub active: &'a [ActiveRun],
+}
+
+/// A Run started by a RunConfiguration that has not finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveRun {
+    pub name: String,
+    /// It is being stopped (deleted); `problem` says why that is not done, if known.
+    pub stopping: bool,
+    pub problem: String,
 }
 
 impl<'a> DecisionInput<'a> {
@@ -184,7 +209,21 @@ impl<'a> DecisionInput<'a> {
             generation,
             hold: false,
             suppressed: BTreeSet::new(),
+            now: Timestamp::UNIX_EPOCH,
+            active: &[],
         }
+    }
+
+    /// Sets [`Self::now`].
+    pub fn at(mut self, now: Timestamp) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// Sets [`Self::active`].
+    pub fn with_active(mut self, active: &'a [ActiveRun]) -> Self {
+        self.active = active;
+        self
     }
 
     /// Sets [`Self::hold`].
@@ -209,6 +248,10 @@ pub struct Decision {
     pub held: Vec<Trigger>,
     /// The `status.triggers` to write once the Runs exist.
     pub new_status: TriggersStatus,
+    /// Runs to stop before the new one starts (`concurrencyPolicy: Replace`), by name.
+    pub stop: Vec<String>,
+    /// When the state changes with no event to wake the RunConfiguration (a join's reset).
+    pub requeue_at: Option<Timestamp>,
 }
 
 impl Decision {
@@ -241,10 +284,37 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
             pipeline: stored.pipeline.clone(),
             run_spec: stored.run_spec.clone(),
             run_configurations: BTreeMap::new(),
+            join: JoinStatus::default(),
+            conditions: stored
+                .conditions
+                .iter()
+                .filter(|(key, _)| {
+                    input.spec.triggers.conditions.iter().any(|c| c.run_configuration.to_string() == **key)
+                })
+                .map(|(key, verdict)| (key.clone(), verdict.clone()))
+                .collect(),
+            pending: stored.pending.clone(),
         },
+        stop: Vec::new(),
+        requeue_at: None,
     };
     decide_on_change(input, &mut decision);
     decide_run_configurations(input, &mut decision);
+    if let Some(join) = &input.spec.triggers.join
+        && let Ok(expression) = crate::api::join::parse(&join.expression)
+    {
+        let mut verdicts = std::mem::take(&mut decision.new_status.conditions);
+        let outcome = super::join::decide_join(input, &expression, &join.reset, &mut verdicts);
+        decision.new_status.conditions = verdicts;
+        decision.new_status.join = outcome.status;
+        decision.requeue_at = outcome.reset_at;
+        match outcome.trigger {
+            Some(trigger) if outcome.held => decision.held.push(trigger),
+            Some(trigger) => decision.fire.push(trigger),
+            None => {}
+        }
+    }
+    super::concurrency::apply(input, &mut decision);
     decision
 }
 
@@ -318,6 +388,9 @@ fn decide_run_configurations(input: &DecisionInput<'_>, decision: &mut Decision)
                 previous.provider_id.clone()
             }
             Some(_) if input.suppressed.contains(&key) => current.clone(),
+            Some(_) if !super::join::counts(input, &key, dependency, &mut decision.new_status.conditions) => {
+                current.clone()
+            }
             Some(previous) => {
                 let trigger = Trigger {
                     kind: TriggerKind::RunConfiguration,
@@ -382,6 +455,7 @@ fn decide_run_configurations(input: &DecisionInput<'_>, decision: &mut Decision)
 mod tests {
     use super::*;
     use crate::api::{Parameter, PipelineIdentifier, RunSpec, Triggers};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn nn(s: &str) -> NamespacedName {
         s.parse().unwrap()
@@ -424,6 +498,7 @@ mod tests {
                 .iter()
                 .map(|(k, id)| ((*k).to_owned(), TriggeredRunReference { provider_id: (*id).to_owned() }))
                 .collect(),
+            ..TriggersStatus::default()
         }
     }
 
@@ -434,6 +509,8 @@ mod tests {
         dependencies: BTreeMap<String, RunReference>,
         hold: bool,
         suppressed: &'a [&'a str],
+        now: Timestamp,
+        active: Vec<ActiveRun>,
     }
 
     impl<'a> Case<'a> {
@@ -445,6 +522,8 @@ mod tests {
                 dependencies: BTreeMap::new(),
                 hold: false,
                 suppressed: &[],
+                now: Timestamp::UNIX_EPOCH,
+                active: Vec::new(),
             }
         }
 
@@ -459,6 +538,8 @@ mod tests {
                 generation: 7,
                 hold: self.hold,
                 suppressed: self.suppressed.iter().map(|s| (*s).to_owned()).collect(),
+                now: self.now,
+                active: &self.active,
             };
             decide(&input)
         }
@@ -785,6 +866,8 @@ mod tests {
                     generation: 1,
                     hold,
                     suppressed: BTreeSet::new(),
+                    now: Timestamp::UNIX_EPOCH,
+                    active: &[],
                 })
             };
         // 1. Base never succeeded: parameters unresolved (held), entry recorded empty, no Run.
@@ -841,5 +924,253 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(names(&older).len(), 1);
+    }
+
+    fn joined(expression: &str, reset: &str) -> RunConfigurationSpec {
+        let mut spec = spec(&[], &[]);
+        spec.triggers.join = Some(crate::api::Join { expression: expression.into(), reset: reset.into() });
+        spec
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    /// Runs `steps` (dependency map, time) through the decision, each on the status the previous
+    /// one wrote; returns every decision.
+    fn evolve(spec: &RunConfigurationSpec, steps: &[(&[(&str, &str)], i64)]) -> Vec<Decision> {
+        let mut stored = TriggersStatus::default();
+        let mut decisions = Vec::new();
+        for (dependencies, now) in steps {
+            let decision = Case {
+                stored: stored.clone(),
+                dependencies: deps(dependencies),
+                now: at(*now),
+                ..Case::new(spec)
+            }
+            .decide();
+            stored = decision.new_status.clone();
+            decisions.push(decision);
+        }
+        decisions
+    }
+
+    #[test]
+    fn a_join_fires_once_when_all_its_dependencies_succeeded_with_the_latest_runs() {
+        let spec = joined("a && b", "");
+        let steps: &[(&[(&str, &str)], i64)] = &[
+            (&[("a", ""), ("b", "")], 0),
+            (&[("a", "a1"), ("b", "")], 10),
+            (&[("a", "a2"), ("b", "")], 20),
+            (&[("a", "a2"), ("b", "b1")], 30),
+            (&[("a", "a2"), ("b", "b1")], 40),
+        ];
+        let decisions = evolve(&spec, steps);
+        let fired: Vec<usize> = decisions.iter().map(|d| d.fire.len()).collect();
+        assert_eq!(
+            fired,
+            [0, 0, 0, 1, 0],
+            "A alone never fires; A, A, then B fire once; a repeat fires none"
+        );
+        let after_a2 = &decisions[2].new_status.join;
+        assert_eq!(after_a2.dependencies["a"].satisfied_by, "a2", "the latest A satisfies");
+        assert_eq!(after_a2.since, Some(Time(at(10))), "the partial join began with the first A");
+        let fired = &decisions[3];
+        assert_eq!(fired.fire[0].kind, TriggerKind::Join);
+        let after = &fired.new_status.join;
+        assert!(after.dependencies.values().all(|d| d.satisfied_by.is_empty()), "all unsatisfied again");
+        assert_eq!(
+            (after.last_run.as_str(), after.last_fired.clone()),
+            (fired.fire[0].run_name(&rc()).as_str(), Some(Time(at(30))))
+        );
+        // The same successes in the other order name the same Run.
+        let reversed = evolve(
+            &spec,
+            &[(&[("a", ""), ("b", "")], 0), (&[("a", ""), ("b", "b1")], 5), (&[("a", "a2"), ("b", "b1")], 6)],
+        );
+        assert_eq!(reversed[2].fire, fired.fire);
+    }
+
+    #[test]
+    fn writing_a_join_never_fires_and_an_or_fires_per_success() {
+        let spec = joined("a || b", "");
+        let decisions = evolve(
+            &spec,
+            &[
+                (&[("a", "a0"), ("b", "b0")], 0),
+                (&[("a", "a1"), ("b", "b0")], 1),
+                (&[("a", "a1"), ("b", "b1")], 2),
+                (&[("a", "a2"), ("b", "b2")], 3),
+            ],
+        );
+        let fired: Vec<usize> = decisions.iter().map(|d| d.fire.len()).collect();
+        assert_eq!(fired, [0, 1, 1, 1], "existing successes when the join is written do not fire");
+        assert_ne!(decisions[1].fire[0].key, decisions[2].fire[0].key);
+    }
+
+    #[test]
+    fn a_reset_clears_a_partial_join() {
+        let spec = joined("a && b", "5s");
+        let decisions = evolve(
+            &spec,
+            &[
+                (&[("a", ""), ("b", "")], 0),
+                (&[("a", "a1"), ("b", "")], 100),
+                (&[("a", "a1"), ("b", "")], 104),
+            ],
+        );
+        assert_eq!(decisions[1].requeue_at, Some(at(105)), "the reconciler comes back when the reset is due");
+        assert_eq!(decisions[2].new_status.join.dependencies["a"].satisfied_by, "a1", "not yet");
+        let mut stored = decisions[2].new_status.clone();
+        let reset = Case {
+            stored: stored.clone(),
+            dependencies: deps(&[("a", "a1"), ("b", "b1")]),
+            now: at(106),
+            ..Case::new(&spec)
+        }
+        .decide();
+        assert!(reset.fire.is_empty(), "B after the reset does not complete the old A");
+        assert_eq!(reset.new_status.join.dependencies["b"].satisfied_by, "b1");
+        assert_eq!(reset.new_status.join.dependencies["a"].satisfied_by, "");
+        assert_eq!(reset.new_status.join.last_reset, Some(Time(at(106))));
+        stored = reset.new_status;
+        let completed = Case {
+            stored,
+            dependencies: deps(&[("a", "a2"), ("b", "b1")]),
+            now: at(107),
+            ..Case::new(&spec)
+        }
+        .decide();
+        assert_eq!(completed.fire.len(), 1);
+    }
+
+    #[test]
+    fn a_held_join_keeps_what_satisfied_it() {
+        let spec = joined("a", "");
+        let stored = evolve(&spec, &[(&[("a", "")], 0)]).remove(0).new_status;
+        let held =
+            Case { stored, dependencies: deps(&[("a", "a1")]), hold: true, ..Case::new(&spec) }.decide();
+        assert!(held.fire.is_empty());
+        assert_eq!(held.held.len(), 1);
+        let lifted =
+            Case { stored: held.new_status, dependencies: deps(&[("a", "a1")]), ..Case::new(&spec) }.decide();
+        assert_eq!(lifted.fire, held.held);
+    }
+
+    fn with_metrics(run: &str, accuracy: f64) -> RunReference {
+        let metadata =
+            serde_json::Map::from_iter([("accuracy".to_owned(), serde_json::Value::from(accuracy))]);
+        RunReference {
+            provider_id: run.into(),
+            artifacts: vec![crate::api::Artifact::new("metrics", "gs://m").with_metadata(metadata)],
+            run_end_time: None,
+        }
+    }
+
+    fn accurate(dependency: &str) -> crate::api::TriggerCondition {
+        crate::api::TriggerCondition {
+            run_configuration: nn(dependency),
+            artifact: "metrics".into(),
+            filter: "accuracy > 0.9".into(),
+        }
+    }
+
+    #[test]
+    fn a_condition_decides_whether_a_success_counts_and_says_why() {
+        let mut spec = spec(&[], &["evaluate"]);
+        spec.triggers.conditions = vec![accurate("evaluate")];
+        let first = Case { dependencies: deps(&[("evaluate", "")]), ..Case::new(&spec) }.decide();
+        let low = BTreeMap::from([("evaluate".to_owned(), with_metrics("r-85", 0.85))]);
+        let rejected = Case { stored: first.new_status, dependencies: low, ..Case::new(&spec) }.decide();
+        assert!(rejected.fire.is_empty());
+        let verdict = &rejected.new_status.conditions["evaluate"];
+        assert_eq!((verdict.provider_id.as_str(), verdict.passed), ("r-85", false));
+        assert_eq!(rejected.new_status.run_configurations["evaluate"].provider_id, "r-85", "judged once");
+        let high = BTreeMap::from([("evaluate".to_owned(), with_metrics("r-95", 0.95))]);
+        let accepted = Case { stored: rejected.new_status, dependencies: high, ..Case::new(&spec) }.decide();
+        assert_eq!(accepted.fire.len(), 1);
+        assert!(accepted.new_status.conditions["evaluate"].passed);
+
+        // The same condition gates a join.
+        let mut spec = joined("evaluate", "");
+        spec.triggers.conditions = vec![accurate("evaluate")];
+        let first = Case { dependencies: deps(&[("evaluate", "")]), ..Case::new(&spec) }.decide();
+        let low = BTreeMap::from([("evaluate".to_owned(), with_metrics("r-85", 0.85))]);
+        let rejected = Case { stored: first.new_status, dependencies: low, ..Case::new(&spec) }.decide();
+        assert!(
+            rejected.fire.is_empty()
+                && rejected.new_status.join.dependencies["evaluate"].satisfied_by.is_empty()
+        );
+    }
+
+    fn running(name: &str) -> ActiveRun {
+        ActiveRun { name: name.into(), ..ActiveRun::default() }
+    }
+
+    #[test]
+    fn forbid_coalesces_triggers_into_one_pending_run() {
+        let mut spec = spec(&[], &["dep"]);
+        spec.triggers.concurrency_policy = crate::api::ConcurrencyPolicy::Forbid;
+        let mut stored = Case { dependencies: deps(&[("dep", "")]), ..Case::new(&spec) }.decide().new_status;
+        let first = Case { stored: stored.clone(), dependencies: deps(&[("dep", "d1")]), ..Case::new(&spec) }
+            .decide();
+        assert_eq!(first.fire.len(), 1, "nothing running: it fires");
+        let current = first.fire[0].run_name(&rc());
+        stored = first.new_status;
+        // The repeat of the same evaluation, with its Run now running, is still that Run.
+        let repeat = Case {
+            stored: stored.clone(),
+            dependencies: deps(&[("dep", "d1")]),
+            active: vec![running(&current)],
+            ..Case::new(&spec)
+        }
+        .decide();
+        assert!(repeat.fire.is_empty() && repeat.new_status.pending.is_none());
+        for (i, run) in ["d2", "d3", "d4", "d5", "d6"].iter().enumerate() {
+            let decision = Case {
+                stored: stored.clone(),
+                dependencies: deps(&[("dep", run)]),
+                active: vec![running(&current)],
+                now: at(i as i64),
+                ..Case::new(&spec)
+            }
+            .decide();
+            assert!(decision.fire.is_empty(), "nothing starts while {current} runs");
+            stored = decision.new_status;
+        }
+        let pending = stored.pending.clone().unwrap();
+        assert_eq!(
+            (pending.coalesced, pending.key.as_str(), pending.waiting_for.as_str()),
+            (5, "rc-d6", current.as_str())
+        );
+        assert_eq!(pending.since, Some(Time(at(0))));
+        let finished = Case { stored, dependencies: deps(&[("dep", "d6")]), ..Case::new(&spec) }.decide();
+        assert_eq!(finished.fire.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["rc-d6"]);
+        assert!(finished.new_status.pending.is_none());
+        let pending_run = finished.fire[0].run_name(&rc());
+        let again = Case {
+            stored: finished.new_status.clone(),
+            dependencies: deps(&[("dep", "d6")]),
+            active: vec![running(&pending_run)],
+            ..Case::new(&spec)
+        }
+        .decide();
+        assert!(again.fire.is_empty() && again.new_status.pending.is_none());
+    }
+
+    #[test]
+    fn replace_stops_the_running_run_and_starts_one() {
+        let mut spec = spec(&[], &["dep"]);
+        spec.triggers.concurrency_policy = crate::api::ConcurrencyPolicy::Replace;
+        let stored = Case { dependencies: deps(&[("dep", "d1")]), ..Case::new(&spec) }.decide().new_status;
+        let replaced = Case {
+            stored,
+            dependencies: deps(&[("dep", "d2")]),
+            active: vec![running("old"), ActiveRun { stopping: true, ..running("older") }],
+            ..Case::new(&spec)
+        }
+        .decide();
+        assert_eq!(replaced.stop, ["old"], "a Run being stopped is not stopped again");
+        assert_eq!(replaced.fire.len(), 1);
     }
 }

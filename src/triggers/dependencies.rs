@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{NamedValue, NamespacedName, Parameter, RunReference};
+use crate::api::{NamedValue, NamespacedName, Parameter, RunReference, TriggerCondition};
 
 /// The RunConfigurations referenced by `valueFrom` parameters and by trigger entries, as written,
 /// without duplicates, in first-seen order.
@@ -24,11 +24,13 @@ pub fn referenced_run_configurations<'a>(
 
 /// Builds `status.dependencies.runConfigurations`: per reference (keyed as written), the
 /// dependency's latest successful run with only the artifacts the parameters use, in parameter
-/// order. `latest_succeeded` looks a reference up (qualified with the namespace); `None` means
-/// not found, which records an empty entry.
+/// order, then those the trigger `conditions` on it look at. `latest_succeeded` looks a
+/// reference up (qualified with the namespace); `None` means not found, which records an empty
+/// entry.
 pub fn dependency_map(
     parameters: &[Parameter],
     triggers: &[NamespacedName],
+    conditions: &[TriggerCondition],
     namespace: &str,
     latest_succeeded: impl Fn(&NamespacedName) -> Option<RunReference>,
 ) -> BTreeMap<String, RunReference> {
@@ -37,18 +39,24 @@ pub fn dependency_map(
         .map(|reference| {
             let entry = latest_succeeded(&reference.qualified(namespace))
                 .map(|latest| {
-                    let artifacts = parameters
+                    let used = parameters
                         .iter()
                         .filter_map(|p| p.value_from.as_ref())
                         .filter(|v| v.run_configuration_ref.name == *reference)
-                        .filter_map(|v| {
-                            latest
-                                .artifacts
-                                .iter()
-                                .find(|a| a.name == v.run_configuration_ref.output_artifact)
-                                .cloned()
-                        })
-                        .collect();
+                        .map(|v| v.run_configuration_ref.output_artifact.as_str());
+                    let judged = conditions
+                        .iter()
+                        .filter(|c| c.run_configuration == *reference)
+                        .map(|c| c.artifact.as_str());
+                    let mut artifacts: Vec<crate::api::Artifact> = Vec::new();
+                    for name in used.chain(judged) {
+                        let found = latest.artifacts.iter().find(|a| a.name == name);
+                        if let Some(found) = found
+                            && !artifacts.contains(found)
+                        {
+                            artifacts.push(found.clone());
+                        }
+                    }
                     RunReference { provider_id: latest.provider_id, artifacts, run_end_time: None }
                 })
                 .unwrap_or_default();
@@ -121,12 +129,13 @@ mod tests {
             Parameter::from_run_configuration("examples", from("examples", "examples")),
         ];
         let triggers = vec![NamespacedName::name_only("examples"), NamespacedName::new("other", "gone")];
-        let map =
-            dependency_map(&parameters, &triggers, "ml", |reference| match reference.to_string().as_str() {
+        let map = dependency_map(&parameters, &triggers, &[], "ml", |reference| {
+            match reference.to_string().as_str() {
                 "base/train" => Some(latest("run-1", &[("stats", "gs://s"), ("model", "gs://m")])),
                 "ml/examples" => Some(latest("run-2", &[("examples", "gs://e")])),
                 _ => None,
-            });
+            }
+        });
         assert_eq!(
             map,
             BTreeMap::from([

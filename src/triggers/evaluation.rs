@@ -12,9 +12,12 @@ use kube::{Resource, ResourceExt};
 
 use super::dependencies::{dependency_map, referenced_run_configurations, resolve_parameters};
 use super::{
-    CrossNamespacePolicy, DecisionInput, DependencyGraph, Trigger, check_reference, cycle_suppressed, decide,
+    ActiveRun, CrossNamespacePolicy, DecisionInput, DependencyGraph, Trigger, check_reference,
+    cycle_suppressed, decide,
 };
-use crate::api::conditions::{DEPENDENCIES_RESOLVED, DEPENDENCY_CYCLE, new_condition, set_condition};
+use crate::api::conditions::{
+    DEPENDENCIES_RESOLVED, DEPENDENCY_CYCLE, TRIGGERS, new_condition, set_condition,
+};
 use crate::api::{
     NamedValue, NamespacedName, Parameter, Run, RunConfiguration, RunConfigurationStatus, RunReference,
     RunSpec,
@@ -47,6 +50,11 @@ pub fn triggered_run(
 /// What was fetched for one evaluation: the pipeline version to observe and each referenced
 /// RunConfiguration (qualified) with what was found.
 pub struct Observed {
+    /// When it was observed.
+    pub now: jiff::Timestamp,
+    /// The RunConfiguration's Runs that have not finished (only looked up for a
+    /// `concurrencyPolicy` other than `Allow`).
+    pub active_runs: Vec<ActiveRun>,
     pub pipeline_version: String,
     /// Why there is no pipeline version to run (reason, message), when there is none.
     pub pipeline_problem: Option<(&'static str, String)>,
@@ -59,6 +67,10 @@ pub struct Evaluation {
     pub status: RunConfigurationStatus,
     /// The Runs to create.
     pub fire: Vec<Trigger>,
+    /// The Runs to stop first (`concurrencyPolicy: Replace`).
+    pub stop: Vec<String>,
+    /// When to evaluate again though nothing changed (a join's reset).
+    pub requeue_at: Option<jiff::Timestamp>,
     /// The parameter values of the Runs and RunSchedules.
     pub values: Vec<NamedValue>,
     /// Why the spec cannot be acted upon at all.
@@ -87,8 +99,10 @@ pub fn evaluate(
         ..previous
     };
 
-    let invalid_spec = crate::api::filter::invalid_artifact_filter(&rc.spec.run.artifacts);
-    let mut suppressed = cycle_suppressed(graph, &name, &rc.spec.triggers.run_configurations);
+    let invalid_spec = crate::api::filter::invalid_artifact_filter(&rc.spec.run.artifacts)
+        .or_else(|| rc.spec.triggers.problems().into_iter().next());
+    let trigger_dependencies = rc.spec.triggers.dependencies();
+    let mut suppressed = cycle_suppressed(graph, &name, &trigger_dependencies);
     let cycle_condition = match graph.in_cycle(&name) {
         Some(cycle) => {
             let members = cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
@@ -101,9 +115,7 @@ pub fn evaluate(
 
     let mut denied = BTreeSet::new();
     let mut denial = None;
-    for reference in
-        referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
-    {
+    for reference in referenced_run_configurations(&rc.spec.run.parameters, &trigger_dependencies) {
         let dependency = reference.qualified(&namespace);
         let annotations =
             observed.dependencies.get(&dependency).cloned().flatten().map(|d| d.annotations().clone());
@@ -117,7 +129,8 @@ pub fn evaluate(
     status.dependencies.pipeline.version = observed.pipeline_version.clone();
     status.dependencies.run_configurations = dependency_map(
         &rc.spec.run.parameters,
-        &rc.spec.triggers.run_configurations,
+        &trigger_dependencies,
+        &rc.spec.triggers.conditions,
         &namespace,
         |reference| {
             if denied.contains(reference) {
@@ -164,7 +177,7 @@ pub fn evaluate(
     // trigger entry still records the dependency's latest run (without firing), so that a grant
     // given later does not replay a success from before it.
     let mut seen_by_triggers = status.dependencies.run_configurations.clone();
-    for reference in &rc.spec.triggers.run_configurations {
+    for reference in &trigger_dependencies {
         let dependency = reference.qualified(&namespace);
         if denied.contains(&dependency)
             && let Some(latest) = latest_succeeded(observed, &dependency)
@@ -174,11 +187,36 @@ pub fn evaluate(
     }
     let mut input = DecisionInput::new(&name, &rc.spec, &status, generation.unwrap_or_default())
         .held(hold)
-        .suppressing(suppressed);
+        .suppressing(suppressed)
+        .at(observed.now)
+        .with_active(&observed.active_runs);
     input.dependencies = &seen_by_triggers;
     let decision = decide(&input);
+    let explained = super::explain::triggers_condition(
+        &rc.spec.triggers,
+        &decision,
+        &observed.active_runs,
+        rc.spec.triggers.problems().first().map(String::as_str),
+    );
     status.triggers = decision.new_status;
-    Evaluation { status, fire: decision.fire, values, invalid_spec, unresolved }
+    match explained {
+        Some((state, reason, message)) => {
+            set_condition(
+                &mut status.conditions,
+                new_condition(TRIGGERS, state, reason, &message, generation),
+            );
+        }
+        None => status.conditions.retain(|c| c.type_ != TRIGGERS),
+    }
+    Evaluation {
+        status,
+        fire: decision.fire,
+        stop: decision.stop,
+        requeue_at: decision.requeue_at,
+        values,
+        invalid_spec,
+        unresolved,
+    }
 }
 
 fn latest_succeeded(observed: &Observed, dependency: &NamespacedName) -> Option<RunReference> {
@@ -242,6 +280,8 @@ mod tests {
 
     fn observed(dependency: &str, found: Option<Arc<RunConfiguration>>) -> Observed {
         Observed {
+            now: jiff::Timestamp::UNIX_EPOCH,
+            active_runs: vec![],
             pipeline_version: "v1".into(),
             pipeline_problem: None,
             dependencies: BTreeMap::from([(dependency.parse().unwrap(), found)]),

@@ -51,7 +51,7 @@ pub fn qualified_name(rc: &RunConfiguration) -> NamespacedName {
 /// namespaces defaulting to its own), without duplicates.
 pub fn trigger_dependencies(rc: &RunConfiguration) -> BTreeSet<NamespacedName> {
     let namespace = rc.metadata.namespace.as_deref().unwrap_or_default();
-    rc.spec.triggers.run_configurations.iter().map(|reference| reference.qualified(namespace)).collect()
+    rc.spec.triggers.dependencies().iter().map(|reference| reference.qualified(namespace)).collect()
 }
 
 impl DependencyGraph {

@@ -10,17 +10,20 @@
 //!    [`Trigger::run_name`] and labelled [`Trigger::labels`] (`AlreadyExists` is success);
 //! 4. write [`Decision::new_status`] as `status.triggers`.
 
+pub mod concurrency;
 pub mod decision;
 pub mod dependencies;
 pub mod evaluation;
+pub mod explain;
 pub mod graph;
 pub mod index;
+pub mod join;
 pub mod naming;
 pub mod policy;
 pub mod render;
 
 pub use decision::{
-    Decision, DecisionInput, Trigger, TriggerKind, cycle_suppressed, decide, sanitise_label_value,
+    ActiveRun, Decision, DecisionInput, Trigger, TriggerKind, cycle_suppressed, decide, sanitise_label_value,
 };
 pub use graph::{DependencyGraph, qualified_name, trigger_dependencies};
 pub use naming::run_name;

@@ -6,7 +6,9 @@
 //! are drawn red and dashed (marked `(cycle)` in text), since no run fires along them. A [`View`]
 //! of one namespace shows that namespace's RunConfigurations, their dependencies and dependants
 //! in other namespaces as external nodes (dashed; `(other namespace)` in text), and the edges
-//! that touch the namespace. Nodes and edges come in sorted order, so the output of an unchanged
+//! that touch the namespace. With [`Annotations`], a join's expression and a concurrency policy
+//! label their node, and join membership and conditions (`if metrics: accuracy > 0.9`) label
+//! their edges. Nodes and edges come in sorted order, so the output of an unchanged
 //! graph is byte-identical.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,12 +23,57 @@ pub struct View<'a> {
     graph: &'a DependencyGraph,
     states: &'a BTreeMap<NamespacedName, String>,
     namespace: Option<&'a str>,
+    annotations: Option<&'a Annotations>,
+}
+
+/// What the edges alone do not say: a node's join expression and concurrency policy, an edge's
+/// part in a join and the condition on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Per dependant: `join: a && (b || c)`, `concurrencyPolicy: Forbid`.
+    pub nodes: BTreeMap<NamespacedName, Vec<String>>,
+    /// Per (dependency, dependant): `join`, `if metrics: accuracy > 0.9`.
+    pub edges: BTreeMap<(NamespacedName, NamespacedName), Vec<String>>,
+}
+
+impl Annotations {
+    /// The annotations of these RunConfigurations' triggers.
+    pub fn of<'r>(rcs: impl IntoIterator<Item = &'r crate::api::RunConfiguration>) -> Self {
+        let mut annotations = Self::default();
+        for rc in rcs {
+            let dependant = super::qualified_name(rc);
+            let triggers = &rc.spec.triggers;
+            let mut notes = Vec::new();
+            if let Some(join) = &triggers.join {
+                match crate::api::join::parse(&join.expression) {
+                    Ok(expression) => notes.push(format!("join: {expression}")),
+                    Err(_) => notes.push(format!("join (invalid): {}", join.expression)),
+                }
+            }
+            if !triggers.concurrency_policy.is_allow() {
+                notes.push(format!("concurrencyPolicy: {}", triggers.concurrency_policy.as_str()));
+            }
+            if !notes.is_empty() {
+                annotations.nodes.insert(dependant.clone(), notes);
+            }
+            for dependency in triggers.join_dependencies() {
+                let edge = (dependency.qualified(&dependant.namespace), dependant.clone());
+                annotations.edges.entry(edge).or_default().push("join".into());
+            }
+            for condition in &triggers.conditions {
+                let edge = (condition.run_configuration.qualified(&dependant.namespace), dependant.clone());
+                let note = format!("if {}: {}", condition.artifact, condition.filter);
+                annotations.edges.entry(edge).or_default().push(note);
+            }
+        }
+        annotations
+    }
 }
 
 impl<'a> View<'a> {
     /// The whole graph.
     pub fn all(graph: &'a DependencyGraph, states: &'a BTreeMap<NamespacedName, String>) -> Self {
-        Self { graph, states, namespace: None }
+        Self { graph, states, namespace: None, annotations: None }
     }
 
     /// The RunConfigurations of `namespace` and their neighbours in other namespaces.
@@ -35,7 +82,25 @@ impl<'a> View<'a> {
         states: &'a BTreeMap<NamespacedName, String>,
         namespace: &'a str,
     ) -> Self {
-        Self { graph, states, namespace: Some(namespace) }
+        Self { graph, states, namespace: Some(namespace), annotations: None }
+    }
+
+    /// Draws `annotations` too: joins and concurrency policies on their nodes, join membership
+    /// and conditions on their edges.
+    pub fn annotated(mut self, annotations: &'a Annotations) -> Self {
+        self.annotations = Some(annotations);
+        self
+    }
+
+    fn node_notes(&self, node: &NamespacedName) -> &'a [String] {
+        self.annotations.and_then(|a| a.nodes.get(node)).map_or(&[], Vec::as_slice)
+    }
+
+    fn edge_notes(&self, from: &NamespacedName, to: &NamespacedName) -> String {
+        self.annotations
+            .and_then(|a| a.edges.get(&(from.clone(), to.clone())))
+            .map(|notes| notes.join(", "))
+            .unwrap_or_default()
     }
 
     fn focused(&self, node: &NamespacedName) -> bool {
@@ -72,18 +137,27 @@ pub fn mermaid(view: &View<'_>) -> String {
         view.nodes().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
     let mut out = String::from("flowchart LR\n");
     for (node, id) in &ids {
-        let _ = writeln!(out, "  n{id}[\"{}<br/>{}\"]", escape(&node.to_string()), escape(view.state(node)));
+        let notes: String =
+            view.node_notes(node).iter().map(|note| format!("<br/>{}", escape(note))).collect();
+        let _ = writeln!(
+            out,
+            "  n{id}[\"{}<br/>{}{notes}\"]",
+            escape(&node.to_string()),
+            escape(view.state(node))
+        );
     }
     let mut cycle_links = Vec::new();
     for (index, (dependency, dependant)) in view.edges().enumerate() {
         let (Some(from), Some(to)) = (ids.get(dependency), ids.get(dependant)) else {
             continue;
         };
+        let notes = view.edge_notes(dependency, dependant);
+        let label = if notes.is_empty() { String::new() } else { format!("|\"{}\"|", escape(&notes)) };
         if view.graph.is_cycle_edge(dependency, dependant) {
             cycle_links.push(index.to_string());
-            let _ = writeln!(out, "  n{from} -.-> n{to}");
+            let _ = writeln!(out, "  n{from} -.->{label} n{to}");
         } else {
-            let _ = writeln!(out, "  n{from} --> n{to}");
+            let _ = writeln!(out, "  n{from} -->{label} n{to}");
         }
     }
     let class_of = |wanted: &dyn Fn(&NamespacedName) -> bool| -> Vec<String> {
@@ -110,11 +184,21 @@ pub fn dot(view: &View<'_>) -> String {
     for node in view.nodes() {
         let name = escape(&node.to_string());
         let style = if view.is_external(node) { ", style=dashed" } else { "" };
-        let _ = writeln!(out, "  \"{name}\" [label=\"{name}\\n{}\"{style}];", escape(view.state(node)));
+        let notes: String = view.node_notes(node).iter().map(|note| format!("\\n{}", escape(note))).collect();
+        let _ =
+            writeln!(out, "  \"{name}\" [label=\"{name}\\n{}{notes}\"{style}];", escape(view.state(node)));
     }
     for (dependency, dependant) in view.edges() {
+        let mut attributes = Vec::new();
+        if view.graph.is_cycle_edge(dependency, dependant) {
+            attributes.push("color=red, style=dashed".to_owned());
+        }
+        let notes = view.edge_notes(dependency, dependant);
+        if !notes.is_empty() {
+            attributes.push(format!("label=\"{}\"", escape(&notes)));
+        }
         let style =
-            if view.graph.is_cycle_edge(dependency, dependant) { " [color=red, style=dashed]" } else { "" };
+            if attributes.is_empty() { String::new() } else { format!(" [{}]", attributes.join(", ")) };
         let _ = writeln!(
             out,
             "  \"{}\" -> \"{}\"{style};",
@@ -142,7 +226,8 @@ pub fn text(view: &View<'_>) -> String {
     let line = |out: &mut String, depth: usize, node: &NamespacedName, note: &str| {
         let arrow = if depth == 0 { String::new() } else { format!("{}-> ", "   ".repeat(depth - 1)) };
         let external = if view.is_external(node) { " (other namespace)" } else { "" };
-        let _ = writeln!(out, "{arrow}{node}  [{}]{external}{note}", view.state(node));
+        let notes: String = view.node_notes(node).iter().map(|n| format!(" {{{n}}}")).collect();
+        let _ = writeln!(out, "{arrow}{node}  [{}]{external}{notes}{note}", view.state(node));
     };
     let starts = roots.into_iter().chain(nodes.iter().copied());
     for start in starts {
@@ -152,12 +237,19 @@ pub fn text(view: &View<'_>) -> String {
         let mut stack: Vec<(&NamespacedName, usize, Option<&NamespacedName>)> = vec![(start, 0, None)];
         while let Some((node, depth, parent)) = stack.pop() {
             let cycle = parent.is_some_and(|parent| view.graph.is_cycle_edge(parent, node));
-            let cycle_note = if cycle { " (cycle: no run fires along it)" } else { "" };
+            let mut cycle_note =
+                if cycle { " (cycle: no run fires along it)".to_owned() } else { String::new() };
+            if let Some(parent) = parent {
+                let notes = view.edge_notes(parent, node);
+                if !notes.is_empty() {
+                    cycle_note = format!(" ({notes}){cycle_note}");
+                }
+            }
             if !visited.insert(node) {
                 line(&mut out, depth, node, &format!("{cycle_note} (see above)"));
                 continue;
             }
-            line(&mut out, depth, node, cycle_note);
+            line(&mut out, depth, node, &cycle_note);
             for dependant in dependants(node).into_iter().rev() {
                 stack.push((dependant, depth + 1, Some(node)));
             }
@@ -294,5 +386,42 @@ mod tests {
         assert_eq!(mermaid(&view), "flowchart LR\n");
         assert_eq!(dot(&view), "digraph runconfigurations {\n  rankdir=LR;\n  node [shape=box];\n}\n");
         assert_eq!(text(&view), "(no RunConfigurations)\n");
+    }
+
+    #[test]
+    fn joins_conditions_and_policies_are_drawn() {
+        let mut rc = crate::api::RunConfiguration::new("serve", crate::api::RunConfigurationSpec::default());
+        rc.metadata.namespace = Some("ml".into());
+        rc.spec.triggers.join = Some(crate::api::Join {
+            expression: "features&&(train-xgb||train-lgbm)".into(),
+            reset: String::new(),
+        });
+        rc.spec.triggers.conditions = vec![crate::api::TriggerCondition {
+            run_configuration: nn("train-xgb"),
+            artifact: "metrics".into(),
+            filter: "accuracy > 0.9".into(),
+        }];
+        rc.spec.triggers.concurrency_policy = crate::api::ConcurrencyPolicy::Forbid;
+        let graph = DependencyGraph::from_run_configurations([&rc]);
+        let annotations = Annotations::of([&rc]);
+        let states = BTreeMap::new();
+        let view = View::all(&graph, &states).annotated(&annotations);
+        let mermaid = mermaid(&view);
+        assert!(
+            mermaid.contains("n1[\"ml/serve<br/>-<br/>join: features && (train-xgb || train-lgbm)<br/>concurrencyPolicy: Forbid\"]"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("n3 -->|\"join, if metrics: accuracy > 0.9\"| n1"), "{mermaid}");
+        assert!(mermaid.contains("n0 -->|\"join\"| n1"), "{mermaid}");
+        let dot = dot(&view);
+        assert!(
+            dot.contains("\"ml/train-xgb\" -> \"ml/serve\" [label=\"join, if metrics: accuracy > 0.9\"];"),
+            "{dot}"
+        );
+        let text = text(&view);
+        assert!(
+            text.contains("-> ml/serve  [-] {join: features && (train-xgb || train-lgbm)} {concurrencyPolicy: Forbid} (join, if metrics: accuracy > 0.9)"),
+            "{text}"
+        );
     }
 }
