@@ -48,6 +48,9 @@ pub fn planned_runs(
         let Some(observed) = observed_from_index(ctx, &dependant, &dependency_name, &succeeded) else {
             continue;
         };
+        if dependant.spec.triggers.join.is_some() && !join_settled(ctx, &dependant, dependency) {
+            continue;
+        }
         let Evaluation { fire, values, .. } = ctx
             .index
             .with_graph(|graph| evaluate(&dependant, &observed, ctx.config.cross_namespace_policy, graph));
@@ -65,6 +68,26 @@ pub fn planned_runs(
         }
     }
     planned
+}
+
+/// Whether `dependant`'s join state, as the index holds it, already accounts for every success
+/// of its dependencies recorded so far (before the new one): evaluated without the new success,
+/// it would fire nothing and see nothing new. A join's Run is named by the successes that
+/// satisfy it, so a stale view (the dependant's last status write not yet in the index, a
+/// success it has not evaluated) could name a different Run than the reconciler will; such a
+/// dependant is left to its reconciler, which reads its status fresh.
+fn join_settled(ctx: &Context, dependant: &RunConfiguration, dependency: &RunConfiguration) -> bool {
+    let dependency_name = qualified_name(dependency);
+    let as_recorded = Arc::new(dependency.clone());
+    let Some(observed) = observed_from_index(ctx, dependant, &dependency_name, &as_recorded) else {
+        return false;
+    };
+    let baseline = ctx
+        .index
+        .with_graph(|graph| evaluate(dependant, &observed, ctx.config.cross_namespace_policy, graph));
+    let stored = dependant.status.as_ref().map(|s| &s.triggers.join.dependencies);
+    baseline.fire.iter().all(|t| t.kind != TriggerKind::Join)
+        && stored.is_some_and(|stored| *stored == baseline.status.triggers.join.dependencies)
 }
 
 /// What `dependant`'s reconciler would observe once `dependency` records `succeeded`, if the

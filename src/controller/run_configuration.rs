@@ -286,7 +286,17 @@ pub(crate) async fn create_triggered_run(ctx: &Context, run: &Run) -> Result<boo
 
 pub async fn reconcile(rc: Arc<RunConfiguration>, rc_ctx: Arc<RcContext>) -> Result<Action, Error> {
     let ctx = &rc_ctx.ctx;
-    let rc = rc.as_ref();
+    // A join's and a concurrency policy's state is the status itself: decide on the stored one,
+    // not on a cached copy that may predate the last write.
+    let fresh = if rc.spec.triggers.join.is_some() || !rc.spec.triggers.concurrency_policy.is_allow() {
+        match ctx.latest(rc.as_ref()).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        rc
+    };
+    let rc = fresh.as_ref();
     if rc.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

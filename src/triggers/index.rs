@@ -38,7 +38,8 @@ impl Default for RunConfigurationIndex {
 
 fn references(rc: &RunConfiguration) -> BTreeSet<NamespacedName> {
     let namespace = rc.metadata.namespace.as_deref().unwrap_or_default();
-    referenced_run_configurations(&rc.spec.run.parameters, &rc.spec.triggers.run_configurations)
+    let trigger_dependencies = rc.spec.triggers.dependencies();
+    referenced_run_configurations(&rc.spec.run.parameters, &trigger_dependencies)
         .into_iter()
         .map(|reference| reference.qualified(namespace))
         .collect()
