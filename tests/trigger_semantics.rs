@@ -122,7 +122,7 @@ async fn a_join_fires_once_with_the_latest_runs_and_a_reset_clears_a_lone_half()
     both.spec.run.parameters = ["a", "b"]
         .map(|d| {
             Parameter::from_run_configuration(
-                &format!("{d}_examples"),
+                format!("{d}_examples"),
                 RunConfigurationRef::new(NamespacedName::name_only(d), "examples"),
             )
         })
