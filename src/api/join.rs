@@ -62,6 +62,30 @@ pub fn parse(source: &str) -> Result<JoinExpression, JoinError> {
     Parser::new(source).expression()
 }
 
+/// [`parse`], remembering the last few expressions parsed on this thread: one evaluation of a
+/// RunConfiguration reads its join in several places, and a join over many dependencies is
+/// worth parsing once.
+pub fn parse_shared(source: &str) -> Result<std::sync::Arc<JoinExpression>, JoinError> {
+    const REMEMBERED: usize = 8;
+    thread_local! {
+        static PARSED: std::cell::RefCell<Vec<std::sync::Arc<JoinExpression>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let known = PARSED.with(|parsed| parsed.borrow().iter().find(|join| join.source == source).cloned());
+    if let Some(join) = known {
+        return Ok(join);
+    }
+    let join = std::sync::Arc::new(parse(source)?);
+    PARSED.with(|parsed| {
+        let mut parsed = parsed.borrow_mut();
+        if parsed.len() >= REMEMBERED {
+            parsed.remove(0);
+        }
+        parsed.push(join.clone());
+    });
+    Ok(join)
+}
+
 impl std::str::FromStr for JoinExpression {
     type Err = JoinError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -171,12 +195,21 @@ struct Parser<'s> {
     chars: Vec<char>,
     at: usize,
     dependencies: Vec<(NamespacedName, usize)>,
+    /// Where each dependency is in `dependencies`.
+    positions: std::collections::HashMap<NamespacedName, usize>,
     occurrences: usize,
 }
 
 impl<'s> Parser<'s> {
     fn new(source: &'s str) -> Self {
-        Self { source, chars: source.chars().collect(), at: 0, dependencies: Vec::new(), occurrences: 0 }
+        Self {
+            source,
+            chars: source.chars().collect(),
+            at: 0,
+            dependencies: Vec::new(),
+            positions: std::collections::HashMap::new(),
+            occurrences: 0,
+        }
     }
 
     fn error(&self, at: usize, message: impl Into<String>) -> JoinError {
@@ -283,11 +316,13 @@ impl<'s> Parser<'s> {
         if self.occurrences > MAX_DEPENDENCIES {
             return Err(self.error(start, format!("more than {MAX_DEPENDENCIES} dependencies")));
         }
-        let index = match self.dependencies.iter().position(|(known, _)| *known == name) {
-            Some(index) => index,
+        let index = match self.positions.get(&name) {
+            Some(index) => *index,
             None => {
+                let index = self.dependencies.len();
+                self.positions.insert(name.clone(), index);
                 self.dependencies.push((name, start + 1));
-                self.dependencies.len() - 1
+                index
             }
         };
         Ok(Node::Dependency(index))

@@ -134,7 +134,7 @@ impl Triggers {
     pub fn join_dependencies(&self) -> Vec<NamespacedName> {
         self.join
             .as_ref()
-            .and_then(|join| super::join::parse(&join.expression).ok())
+            .and_then(|join| super::join::parse_shared(&join.expression).ok())
             .map(|join| join.dependencies().cloned().collect())
             .unwrap_or_default()
     }
@@ -142,12 +142,16 @@ impl Triggers {
     /// Every RunConfiguration whose successes these triggers look at (`runConfigurations`, then
     /// the join's), as written, without duplicates.
     pub fn dependencies(&self) -> Vec<NamespacedName> {
-        let mut all = self.run_configurations.clone();
-        for dependency in self.join_dependencies() {
-            if !all.contains(&dependency) {
-                all.push(dependency);
-            }
+        if self.join.is_none() {
+            return self.run_configurations.clone();
         }
+        let joined = self.join_dependencies();
+        if self.run_configurations.is_empty() {
+            return joined;
+        }
+        let mut all = self.run_configurations.clone();
+        let mut seen: std::collections::HashSet<NamespacedName> = all.iter().cloned().collect();
+        all.extend(joined.into_iter().filter(|d| seen.insert(d.clone())));
         all
     }
 
@@ -158,14 +162,14 @@ impl Triggers {
         let triggers = self;
         let mut problems = Vec::new();
         if let Some(join) = &triggers.join {
-            if let Err(error) = super::join::parse(&join.expression) {
+            if let Err(error) = super::join::parse_shared(&join.expression) {
                 problems.push(error.to_string());
             }
             if let Err(message) = super::join::reset_deadline(&join.reset, jiff::Timestamp::UNIX_EPOCH) {
                 problems.push(message);
             }
         }
-        let dependencies = triggers.dependencies();
+        let dependencies = if triggers.conditions.is_empty() { Vec::new() } else { triggers.dependencies() };
         for (index, condition) in triggers.conditions.iter().enumerate() {
             let at = format!("triggers.conditions[{index}]");
             if !dependencies.contains(&condition.run_configuration) {

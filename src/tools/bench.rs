@@ -9,8 +9,8 @@
 //!
 //! `kfp-operator bench triggers`: the trigger engine against the API server of the current
 //! kubeconfig: the index over many RunConfigurations, the latency from a completion to its
-//! dependant's Run, and one completion fanned out to N dependants, each against a plain client
-//! creating the same Runs.
+//! dependant's Run, the same through a join over 100 dependencies against the plain path, and
+//! one completion fanned out to N dependants, each against a plain client creating the same Runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,6 +305,9 @@ pub struct TriggerBenchArgs {
     /// Successive completions in the trigger latency measurement.
     #[arg(long, default_value_t = 100)]
     pub completions: usize,
+    /// Dependencies of the join in the join measurement.
+    #[arg(long, default_value_t = 100)]
+    pub join_width: usize,
 }
 
 /// A Run shaped like the ones the trigger engine creates for [`dependant_rc`]s: the same spec,
@@ -437,24 +440,37 @@ struct EngineUnderTest {
 }
 
 impl EngineUnderTest {
+    /// `n` dependants of `dependency`, through `triggers.runConfigurations`; with `join_width`
+    /// above 0, through a join over `join_width` dependencies instead ([`wide_join`]), the others
+    /// existing without ever succeeding.
     async fn start(
         client: &kube::Client,
         namespace: String,
         n: usize,
         concurrency: usize,
+        join_width: usize,
     ) -> anyhow::Result<Self> {
         use crate::api::RunConfiguration;
         fresh_namespace(client, &namespace).await?;
         let rcs: kube::Api<RunConfiguration> = kube::Api::namespaced(client.clone(), &namespace);
-        let mut dependency = dependant_rc("dependency", &namespace, "nothing");
-        dependency.spec.triggers = crate::api::Triggers::default();
-        rcs.create(&kube::api::PostParams::default(), &dependency).await?;
-        create_all(
-            &rcs,
-            (0..n).map(|i| dependant_rc(&format!("dependant-{i}"), &namespace, "dependency")).collect(),
-            concurrency,
-        )
-        .await?;
+        let idle = |name: String| {
+            let mut rc = dependant_rc(&name, &namespace, "nothing");
+            rc.spec.triggers = crate::api::Triggers::default();
+            rc
+        };
+        rcs.create(&kube::api::PostParams::default(), &idle("dependency".into())).await?;
+        create_all(&rcs, (1..join_width).map(|i| idle(format!("other-{i}"))).collect(), concurrency).await?;
+        let dependant = |i: usize| {
+            let mut rc = dependant_rc(&format!("dependant-{i}"), &namespace, "dependency");
+            if join_width > 0 {
+                rc.spec.triggers = crate::api::Triggers {
+                    join: Some(crate::api::Join { expression: wide_join(join_width), reset: String::new() }),
+                    ..crate::api::Triggers::default()
+                };
+            }
+            rc
+        };
+        create_all(&rcs, (0..n).map(dependant).collect(), concurrency).await?;
         let config =
             crate::config::OperatorConfig { namespaces: vec![namespace.clone()], ..Default::default() };
         let registry = crate::controller::ProviderRegistry::new(config.provider_defaults.clone(), None);
@@ -472,9 +488,10 @@ impl EngineUnderTest {
                 .items
                 .iter()
                 .filter(|rc| {
-                    rc.status
-                        .as_ref()
-                        .is_some_and(|s| s.triggers.run_configurations.contains_key("dependency"))
+                    rc.status.as_ref().is_some_and(|s| {
+                        s.triggers.run_configurations.contains_key("dependency")
+                            || s.triggers.join.dependencies.contains_key("dependency")
+                    })
                 })
                 .count();
             if settled == n {
@@ -552,9 +569,14 @@ async fn fan_out(
         created?;
         plain_times.push(arrivals?.into_iter().max().unwrap_or_default());
 
-        let engine =
-            EngineUnderTest::start(client, format!("bench-fanout-{n}-{round}-{stamp}"), n, args.concurrency)
-                .await?;
+        let engine = EngineUnderTest::start(
+            client,
+            format!("bench-fanout-{n}-{round}-{stamp}"),
+            n,
+            args.concurrency,
+            0,
+        )
+        .await?;
         let mut watch = watch_runs(client, &engine.namespace).await?;
         let mut seen = std::collections::BTreeSet::new();
         let started = Instant::now();
@@ -587,6 +609,13 @@ async fn fan_out(
     Ok(())
 }
 
+/// A join over `width` dependencies that every success of `dependency` satisfies:
+/// `dependency || (other-1 && … && other-<width-1>)`.
+fn wide_join(width: usize) -> String {
+    let others: Vec<String> = (1..width).map(|i| format!("other-{i}")).collect();
+    if others.is_empty() { "dependency".into() } else { format!("dependency || ({})", others.join(" && ")) }
+}
+
 /// Trigger latency: `completions` successive successes of a dependency with one dependant, each
 /// from the ingest call until its Run is seen in a watch, against a plain client's create until
 /// the Run is seen, and a plain GET round trip.
@@ -613,20 +642,9 @@ async fn trigger_latency(
         round_trips.push(started.elapsed());
     }
 
-    let engine =
-        EngineUnderTest::start(client, format!("bench-latency-{stamp}"), 1, args.concurrency).await?;
-    let mut watch = watch_runs(client, &engine.namespace).await?;
-    let mut seen = Default::default();
-    let mut latencies = Vec::with_capacity(completions);
-    let mut acks = Vec::with_capacity(completions);
-    for i in 0..completions {
-        let started = Instant::now();
-        let run = i64::try_from(i).unwrap_or_default();
-        let (ack, arrival) = tokio::join!(engine.complete(run), new_runs(&mut watch, &mut seen, 1, started));
-        acks.push(ack?);
-        latencies.extend(arrival?);
-    }
-    engine.stop().await;
+    let (mut latencies, mut acks) =
+        engine_latencies(client, format!("bench-latency-{stamp}"), completions, args, 0, Duration::ZERO)
+            .await?;
     latencies.sort();
     plain_latencies.sort();
     let round_trip = median_duration(&mut round_trips);
@@ -643,6 +661,150 @@ async fn trigger_latency(
     });
     writeln!(out, "{result}")?;
     Ok(())
+}
+
+/// The trigger latencies and ingest answer times of `completions` successive successes of
+/// `dependency` with one dependant (through a join over `join_width` dependencies when above 0),
+/// `pause` apart.
+async fn engine_latencies(
+    client: &kube::Client,
+    namespace: String,
+    completions: usize,
+    args: &TriggerBenchArgs,
+    join_width: usize,
+    pause: Duration,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let engine = EngineUnderTest::start(client, namespace, 1, args.concurrency, join_width).await?;
+    let mut watch = watch_runs(client, &engine.namespace).await?;
+    let mut seen = Default::default();
+    let mut latencies = Vec::with_capacity(completions);
+    let mut acks = Vec::with_capacity(completions);
+    for i in 0..completions {
+        // Successes of one dependency come minutes apart in practice; a pause lets the dependant
+        // record each firing before the next, so every completion takes the fast path.
+        tokio::time::sleep(pause).await;
+        let started = Instant::now();
+        let run = i64::try_from(i).unwrap_or_default();
+        let (ack, arrival) = tokio::join!(engine.complete(run), new_runs(&mut watch, &mut seen, 1, started));
+        acks.push(ack?);
+        latencies.extend(arrival?);
+    }
+    engine.stop().await;
+    Ok((latencies, acks))
+}
+
+/// A join over `args.join_width` dependencies against the plain `runConfigurations` path, in
+/// the same run, in alternating rounds: the trigger latency of each (completion received →
+/// dependant's Run seen), and the pure evaluation of one dependant with the new success in view
+/// (what the join adds on the fast path: the settledness check and the decision), in memory.
+async fn trigger_join(
+    client: &kube::Client,
+    args: &TriggerBenchArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    // Successes of one dependency come minutes apart in practice; the pause lets the dependant
+    // record each firing before the next, as it would then (on both paths alike).
+    const PAUSE: Duration = Duration::from_millis(100);
+    let stamp = Utc::now().timestamp_millis();
+    let (mut plain, mut joined) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let per_round = args.completions.div_ceil(args.rounds.max(1) as usize);
+        let namespace = format!("bench-join-plain-{round}-{stamp}");
+        plain.extend(engine_latencies(client, namespace, per_round, args, 0, PAUSE).await?.0);
+        let namespace = format!("bench-join-{}-{round}-{stamp}", args.join_width);
+        joined.extend(engine_latencies(client, namespace, per_round, args, args.join_width, PAUSE).await?.0);
+    }
+    plain.sort();
+    joined.sort();
+    let (plain_eval, join_eval) = evaluation_cost(args.join_width);
+    let added_p50 = millis(percentile(&joined, 0.5)) - millis(percentile(&plain, 0.5));
+    let result = json!({
+        "benchmark": "trigger-join",
+        "join_dependencies": args.join_width,
+        "completions": plain.len(),
+        "plain_trigger_latency_ms_p50": millis(percentile(&plain, 0.5)),
+        "plain_trigger_latency_ms_p99": millis(percentile(&plain, 0.99)),
+        "join_trigger_latency_ms_p50": millis(percentile(&joined, 0.5)),
+        "join_trigger_latency_ms_p99": millis(percentile(&joined, 0.99)),
+        "join_added_ms_p50": (added_p50 * 100.0).round() / 100.0,
+        "plain_evaluation_us": (plain_eval.as_secs_f64() * 1e8).round() / 100.0,
+        "join_evaluation_us": (join_eval.as_secs_f64() * 1e8).round() / 100.0,
+        "join_evaluation_added_ms": ((join_eval.saturating_sub(plain_eval)).as_secs_f64() * 1e5).round() / 100.0,
+        "target_added_ms": 1.0,
+    });
+    writeln!(out, "{result}")?;
+    Ok(())
+}
+
+/// The median time of one evaluation of a dependant, with the dependency's new success in view,
+/// through `runConfigurations` and through a join over `width` dependencies (each evaluated
+/// twice, as the fast path does for a join: once to check the stored state is settled, once with
+/// the new success).
+fn evaluation_cost(width: usize) -> (Duration, Duration) {
+    use crate::api::{RunConfiguration, RunReference, TriggeredRunReference};
+    use crate::triggers::evaluation::{Observed, evaluate};
+    let dependency = |name: &str, run: &str| {
+        let mut rc = dependant_rc(name, "bench", "nothing");
+        rc.status.get_or_insert_with(Default::default).latest_runs.succeeded =
+            Some(RunReference { provider_id: run.into(), ..RunReference::default() });
+        Arc::new(rc)
+    };
+    let mut plain = dependant_rc("plain", "bench", "dependency");
+    plain.status.get_or_insert_with(Default::default).triggers.run_configurations =
+        [("dependency".to_owned(), TriggeredRunReference { provider_id: "run-0".into() })].into();
+    let mut joined = dependant_rc("joined", "bench", "dependency");
+    joined.spec.triggers = crate::api::Triggers {
+        join: Some(crate::api::Join { expression: wide_join(width), reset: String::new() }),
+        ..Default::default()
+    };
+    let names: Vec<String> =
+        std::iter::once("dependency".to_owned()).chain((1..width).map(|i| format!("other-{i}"))).collect();
+    joined.status.get_or_insert_with(Default::default).triggers.join.dependencies = names
+        .iter()
+        .map(|name| {
+            let seen = if name == "dependency" { "run-0" } else { "" };
+            (name.clone(), crate::api::JoinDependency { seen: seen.into(), ..Default::default() })
+        })
+        .collect();
+    let observed = |rc: &RunConfiguration, run: &str| Observed {
+        now: jiff::Timestamp::now(),
+        active_runs: Vec::new(),
+        pipeline_version: "v1".into(),
+        pipeline_problem: None,
+        dependencies: rc
+            .spec
+            .triggers
+            .dependencies()
+            .iter()
+            .map(|d| {
+                let qualified = d.qualified("bench");
+                let found = if d.name == "dependency" {
+                    dependency("dependency", run)
+                } else {
+                    dependency(&d.name, "")
+                };
+                (qualified, Some(found))
+            })
+            .collect(),
+    };
+    let graph = crate::triggers::DependencyGraph::from_run_configurations([&plain, &joined]);
+    let policy = crate::triggers::CrossNamespacePolicy::Allow;
+    let time = |rc: &RunConfiguration, evaluations: usize| {
+        let (before, after) = (observed(rc, "run-0"), observed(rc, "run-1"));
+        let mut samples: Vec<Duration> = (0..200)
+            .map(|_| {
+                let started = Instant::now();
+                if evaluations > 1 {
+                    std::hint::black_box(evaluate(rc, &before, policy, &graph));
+                }
+                let evaluation = evaluate(rc, &after, policy, &graph);
+                std::hint::black_box(&evaluation.fire);
+                started.elapsed()
+            })
+            .collect();
+        median_duration(&mut samples)
+    };
+    (time(&plain, 1), time(&joined, 2))
 }
 
 /// The dependency index over `size` RunConfigurations in chains and trees: build time and memory.
@@ -689,6 +851,7 @@ pub async fn run_triggers(args: TriggerBenchArgs, out: &mut impl std::io::Write)
     let client = kube::Client::try_default().await?;
     crate::crds::install(&client, Duration::from_secs(60), None).await?;
     trigger_latency(&client, args.completions, &args, out).await?;
+    trigger_join(&client, &args, out).await?;
     for &n in &args.dependants {
         fan_out(&client, n, &args, out).await?;
     }

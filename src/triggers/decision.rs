@@ -301,7 +301,7 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
     decide_on_change(input, &mut decision);
     decide_run_configurations(input, &mut decision);
     if let Some(join) = &input.spec.triggers.join
-        && let Ok(expression) = crate::api::join::parse(&join.expression)
+        && let Ok(expression) = crate::api::join::parse_shared(&join.expression)
     {
         let mut verdicts = std::mem::take(&mut decision.new_status.conditions);
         let outcome = super::join::decide_join(input, &expression, &join.reset, &mut verdicts);

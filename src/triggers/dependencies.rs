@@ -11,15 +11,10 @@ pub fn referenced_run_configurations<'a>(
     parameters: &'a [Parameter],
     triggers: &'a [NamespacedName],
 ) -> Vec<&'a NamespacedName> {
-    let mut seen: Vec<&NamespacedName> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let from_parameters =
         parameters.iter().filter_map(|p| p.value_from.as_ref()).map(|v| &v.run_configuration_ref.name);
-    for reference in from_parameters.chain(triggers) {
-        if !seen.contains(&reference) {
-            seen.push(reference);
-        }
-    }
-    seen
+    from_parameters.chain(triggers).filter(|reference| seen.insert(*reference)).collect()
 }
 
 /// Builds `status.dependencies.runConfigurations`: per reference (keyed as written), the

@@ -99,8 +99,9 @@ pub fn evaluate(
         ..previous
     };
 
+    let trigger_problems = rc.spec.triggers.problems();
     let invalid_spec = crate::api::filter::invalid_artifact_filter(&rc.spec.run.artifacts)
-        .or_else(|| rc.spec.triggers.problems().into_iter().next());
+        .or_else(|| trigger_problems.first().cloned());
     let trigger_dependencies = rc.spec.triggers.dependencies();
     let mut suppressed = cycle_suppressed(graph, &name, &trigger_dependencies);
     let cycle_condition = match graph.in_cycle(&name) {
@@ -196,7 +197,7 @@ pub fn evaluate(
         &rc.spec.triggers,
         &decision,
         &observed.active_runs,
-        rc.spec.triggers.problems().first().map(String::as_str),
+        trigger_problems.first().map(String::as_str),
     );
     status.triggers = decision.new_status;
     match explained {

@@ -61,7 +61,7 @@ pub fn triggers_condition(
         parts.push(format!("{dependency} {outcome}: {}", verdict.message));
     }
     if let Some(join) = &triggers.join
-        && let Ok(expression) = crate::api::join::parse(&join.expression)
+        && let Ok(expression) = crate::api::join::parse_shared(&join.expression)
     {
         let satisfied = |name: &crate::api::NamespacedName| {
             status.join.dependencies.get(&name.to_string()).filter(|d| !d.satisfied_by.is_empty())
