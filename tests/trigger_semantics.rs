@@ -434,3 +434,19 @@ async fn a_join_survives_sigkill_and_reverse_redelivery() {
     assert!(join.dependencies.values().all(|d| d.satisfied_by.is_empty()), "{join:?}");
     drop(operator);
 }
+
+/// The documented example manifests decode as RunConfigurations and pass admission.
+#[test]
+fn the_example_manifests_are_valid() {
+    let text =
+        std::fs::read_to_string(support::repo_root().join("examples/triggers/run-configurations.yaml"))
+            .unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    assert_eq!(documents.len(), 7);
+    for document in &documents {
+        let rc: RunConfiguration = serde_json::from_value(document.clone()).unwrap();
+        let admission =
+            kfp_operator::admission::Admission { kind: "RunConfiguration", object: document, old: None };
+        assert_eq!(kfp_operator::admission::validate(admission, None), Ok(()), "{}", rc.name_any());
+    }
+}

@@ -48,6 +48,12 @@
 //!   record `current` without firing, so breaking the cycle or granting access later does not
 //!   replay an old success.
 //! - Removing an `onChange` entry leaves its stored version as it is (reference behaviour).
+//! - **Conditions** (`triggers.conditions`): a new success of a dependency with a condition
+//!   counts only if its artifact passes the filter ([`super::join::judge`]); one that does not is
+//!   recorded as acted upon without firing, and the verdict goes to `status.triggers.conditions`.
+//! - **`join`**: see [`super::join`]; one `join` Run when the expression becomes true.
+//! - **`concurrencyPolicy`** is applied last, to everything that fires: see
+//!   [`super::concurrency`].
 //! - Several reasons may fire in one evaluation: one Run per reason (unlike the reference's one
 //!   Run per reconcile), each with its own labels. Order: the `onChange` Run, then dependency
 //!   Runs in `triggers.runConfigurations` order.

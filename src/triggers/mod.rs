@@ -1,6 +1,7 @@
 //! The trigger engine's pure core: the dependency graph of RunConfigurations (reverse index and
-//! cycles), the cross-namespace policy, the per-reconcile trigger decision, deterministic Run
-//! names and the graph renderings. No I/O: the controller fetches, calls into this, and writes.
+//! cycles), the cross-namespace policy, the per-reconcile trigger decision (with joins,
+//! conditions on results and the concurrency policy), the `Triggers` condition, deterministic
+//! Run names and the graph renderings. No I/O: the controller fetches, calls into this, and writes.
 //!
 //! How the parts fit, per RunConfiguration reconcile:
 //! 1. refresh `status.dependencies` ([`crate::triggers::dependencies::dependency_map`]);
