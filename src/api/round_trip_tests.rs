@@ -171,6 +171,7 @@ fn run_configuration_round_trips() {
                 last_run: "penguin-rc-0123456789".into(),
                 last_fired: Some(time(1_700_000_100)),
                 last_reset: None,
+                fired: 4,
             },
             conditions: BTreeMap::from([(
                 "train-xgb".to_owned(),

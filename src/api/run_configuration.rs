@@ -363,6 +363,13 @@ pub struct JoinStatus {
     /// When a partial join was last cleared by `reset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset: Option<Time>,
+    /// How many times the join fired; the next Run's name derives from it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fired: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl JoinStatus {
@@ -372,6 +379,7 @@ impl JoinStatus {
             && self.last_run.is_empty()
             && self.last_fired.is_none()
             && self.last_reset.is_none()
+            && self.fired == 0
     }
 }
 

@@ -187,6 +187,8 @@ pub struct DecisionInput<'a> {
     pub now: Timestamp,
     /// The Runs of this RunConfiguration that have not finished (for `concurrencyPolicy`).
     pub active: &'a [ActiveRun],
+    /// The RunConfiguration's uid (part of a join's Run names).
+    pub owner_uid: &'a str,
 }
 
 /// A Run started by a RunConfiguration that has not finished.
@@ -217,6 +219,7 @@ impl<'a> DecisionInput<'a> {
             suppressed: BTreeSet::new(),
             now: Timestamp::UNIX_EPOCH,
             active: &[],
+            owner_uid: "",
         }
     }
 
@@ -546,6 +549,7 @@ mod tests {
                 suppressed: self.suppressed.iter().map(|s| (*s).to_owned()).collect(),
                 now: self.now,
                 active: &self.active,
+                owner_uid: "0123456789",
             };
             decide(&input)
         }
@@ -874,6 +878,7 @@ mod tests {
                     suppressed: BTreeSet::new(),
                     now: Timestamp::UNIX_EPOCH,
                     active: &[],
+                    owner_uid: "",
                 })
             };
         // 1. Base never succeeded: parameters unresolved (held), entry recorded empty, no Run.
@@ -995,6 +1000,27 @@ mod tests {
             &[(&[("a", ""), ("b", "")], 0), (&[("a", ""), ("b", "b1")], 5), (&[("a", "a2"), ("b", "b1")], 6)],
         );
         assert_eq!(reversed[2].fire, fired.fire);
+    }
+
+    #[test]
+    fn one_firing_is_one_run_whatever_later_successes_each_path_sees() {
+        let spec = joined("a && b", "");
+        let stored = evolve(&spec, &[(&[("a", ""), ("b", "")], 0), (&[("a", "a1"), ("b", "")], 1)])
+            .pop()
+            .unwrap()
+            .new_status;
+        // The fast path fires with b1; before that firing is recorded, a2 arrives too.
+        let fast = Case {
+            stored: stored.clone(),
+            dependencies: deps(&[("a", "a1"), ("b", "b1")]),
+            ..Case::new(&spec)
+        }
+        .decide();
+        let late =
+            Case { stored, dependencies: deps(&[("a", "a2"), ("b", "b1")]), ..Case::new(&spec) }.decide();
+        assert_eq!(fast.fire, late.fire, "the same Run");
+        assert_eq!(late.new_status.join.fired, 1);
+        assert_eq!(fast.fire[0].key, "join-01234567-1");
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub fn evaluate(
         .suppressing(suppressed)
         .at(observed.now)
         .with_active(&observed.active_runs);
+    let uid = rc.uid().unwrap_or_default();
+    input.owner_uid = &uid;
     input.dependencies = &seen_by_triggers;
     let decision = decide(&input);
     let explained = super::explain::triggers_condition(

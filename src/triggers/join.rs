@@ -14,9 +14,12 @@
 //!    latest success as seen *without* satisfying: writing a join never starts a Run by itself.
 //!    A dependency along a cycle edge or refused by the cross-namespace policy is seen but never
 //!    satisfies.
-//! 3. **Fire**: when the expression holds, one `join` Run fires, keyed by the satisfying runs
-//!    (so a retry, a redelivery or the fast path and the reconciler all name the same Run), and
-//!    every dependency is unsatisfied again. While firing is held (parameters unresolved) the
+//! 3. **Fire**: when the expression holds, one `join` Run fires and every dependency is
+//!    unsatisfied again. The Run is keyed by the RunConfiguration's uid and the number of the
+//!    firing (`fired + 1`), not by the successes that satisfied it: every evaluation from the
+//!    same stored status (a retry, a redelivery, the fast path and the reconciler, even when one
+//!    of them already sees a later success) names the same Run, so one firing is at most one
+//!    Run; the uid keeps a re-created RunConfiguration's Runs apart from its predecessor's. While firing is held (parameters unresolved) the
 //!    satisfied state is kept, so it fires once the hold lifts.
 //!
 //! Nothing is in memory: a restart resumes from the status and the dependencies' recorded
@@ -26,7 +29,6 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use sha1::{Digest, Sha1};
 
 use super::decision::{DecisionInput, Trigger, TriggerKind};
 use crate::api::join::{JoinExpression, reset_deadline};
@@ -170,21 +172,11 @@ pub(super) fn decide_join(
         return JoinOutcome { status, trigger: None, held: false, reset_at };
     }
 
-    let mut digest = Sha1::new();
-    for (key, dependency) in &status.dependencies {
-        if !dependency.satisfied_by.is_empty() {
-            digest.update(key.as_bytes());
-            digest.update([b'=']);
-            digest.update(dependency.satisfied_by.as_bytes());
-            digest.update([0]);
-        }
-    }
-    let hash = hex::encode(digest.finalize());
     let trigger = Trigger {
         kind: TriggerKind::Join,
         source: String::new(),
         source_namespace: String::new(),
-        key: format!("join-{}", hash.get(..16).unwrap_or(&hash)),
+        key: format!("join-{}-{}", input.owner_uid.get(..8).unwrap_or(input.owner_uid), stored.fired + 1),
     };
     if input.hold {
         return JoinOutcome { status, trigger: Some(trigger), held: true, reset_at: None };
@@ -196,6 +188,7 @@ pub(super) fn decide_join(
     status.since = None;
     status.last_run = trigger.run_name(input.rc);
     status.last_fired = Some(Time(now));
+    status.fired = stored.fired + 1;
     JoinOutcome { status, trigger: Some(trigger), held: false, reset_at: None }
 }
 
