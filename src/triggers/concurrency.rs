@@ -15,7 +15,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decision::{Decision, DecisionInput, Trigger, TriggerKind};
+use super::trigger::{Decision, DecisionInput, Trigger, TriggerKind};
 use crate::api::{ConcurrencyPolicy, PendingRun};
 
 /// Applies the RunConfiguration's policy to `decision`; see the module docs.

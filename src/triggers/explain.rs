@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decision::{ActiveRun, Decision};
+use super::trigger::{ActiveRun, Decision};
 use crate::api::{ConcurrencyPolicy, Triggers};
 
 /// `(status, reason, message)` of the `Triggers` condition, or `None` when the triggers use

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decision::{DecisionInput, Trigger, TriggerKind};
+use super::trigger::{DecisionInput, Trigger, TriggerKind};
 use crate::api::join::{JoinExpression, reset_deadline};
 use crate::api::{ConditionVerdict, JoinDependency, JoinStatus, RunReference, TriggerCondition};
 

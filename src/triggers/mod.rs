@@ -22,6 +22,7 @@ pub mod join;
 pub mod naming;
 pub mod policy;
 pub mod render;
+pub mod trigger;
 
 pub use decision::{
     ActiveRun, Decision, DecisionInput, Trigger, TriggerKind, cycle_suppressed, decide, sanitise_label_value,
