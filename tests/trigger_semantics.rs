@@ -75,18 +75,9 @@ async fn accept(operator: &Operator, body: Value) {
     operator.ingest().accept(serde_json::from_value(body).unwrap()).await.unwrap();
 }
 
-async fn runs_of(client: &kube::Client, ns: &str, rc: &str) -> Vec<Run> {
-    let selector = format!("pipelines.kubeflow.org/runconfiguration.name={rc}");
-    Api::<Run>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-}
-
 async fn eventually_runs(client: &kube::Client, ns: &str, rc: &str, count: usize) -> Vec<Run> {
     support::eventually(&format!("{count} Runs of {rc}"), TIMEOUT, || async {
-        let runs = runs_of(client, ns, rc).await;
+        let runs = support::runs_of(client, ns, rc).await;
         (runs.len() == count).then_some(runs)
     })
     .await
@@ -148,7 +139,7 @@ async fn a_join_fires_once_with_the_latest_runs_and_a_reset_clears_a_lone_half()
         waiting.message
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(runs_of(&client, &ns, "both").await.is_empty(), "A alone never fires");
+    assert!(support::runs_of(&client, &ns, "both").await.is_empty(), "A alone never fires");
 
     // The lone A of `resets` is cleared after 5 s (the reconciler comes back for it).
     let cleared = support::eventually("the reset of the lone a", Duration::from_secs(30), || async {
@@ -168,8 +159,8 @@ async fn a_join_fires_once_with_the_latest_runs_and_a_reset_clears_a_lone_half()
     accept(&operator, success(&ns, "b", "b1", 3, json!({}))).await;
     accept(&operator, success(&ns, "a", "a2", 2, json!({}))).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs_of(&client, &ns, "both").await.len(), 1);
-    assert!(runs_of(&client, &ns, "resets").await.is_empty(), "the reset cleared the lone a");
+    assert_eq!(support::runs_of(&client, &ns, "both").await.len(), 1);
+    assert!(support::runs_of(&client, &ns, "resets").await.is_empty(), "the reset cleared the lone a");
     let both = rcs.get("both").await.unwrap();
     let join = both.status.clone().unwrap().triggers.join;
     assert!(join.dependencies.values().all(|d| d.satisfied_by.is_empty()), "unsatisfied again: {join:?}");
@@ -206,7 +197,7 @@ async fn an_or_fires_once_per_satisfying_success() {
     accept(&operator, success(&ns, "xgb", "x2", 3, json!({}))).await;
     eventually_runs(&client, &ns, "serve", 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs_of(&client, &ns, "serve").await.len(), 3, "one Run per satisfying success");
+    assert_eq!(support::runs_of(&client, &ns, "serve").await.len(), 3, "one Run per satisfying success");
     operator.stop().await;
 }
 
@@ -255,7 +246,7 @@ async fn a_condition_on_metrics_decides_and_the_status_says_why() {
         r#"evaluate does not count: run r-85: metrics {"accuracy":0.85} does not pass accuracy > 0.9"#
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(runs_of(&client, &ns, "promote").await.is_empty(), "0.85 does not fire");
+    assert!(support::runs_of(&client, &ns, "promote").await.is_empty(), "0.85 does not fire");
 
     accept(&operator, success(&ns, "evaluate", "r-95", 2, json!({"accuracy": 0.95}))).await;
     eventually_runs(&client, &ns, "promote", 1).await;
@@ -266,7 +257,7 @@ async fn a_condition_on_metrics_decides_and_the_status_says_why() {
     .await;
     assert!(passed.passed, "{passed:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs_of(&client, &ns, "promote").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &ns, "promote").await.len(), 1);
     operator.stop().await;
 }
 
@@ -340,7 +331,7 @@ async fn forbid_coalesces_and_replace_stops_the_running_run() {
         "{}",
         pending.1.message
     );
-    assert_eq!(runs_of(&client, &ns, "forbid").await.len(), 1, "nothing starts while it runs");
+    assert_eq!(support::runs_of(&client, &ns, "forbid").await.len(), 1, "nothing starts while it runs");
     let finished = json!({
         "status": "succeeded", "pipelineName": format!("{ns}/penguin"),
         "runConfigurationName": format!("{ns}/forbid"), "runName": format!("{ns}/{first}"),
@@ -349,7 +340,7 @@ async fn forbid_coalesces_and_replace_stops_the_running_run() {
     accept(&operator, finished).await;
     eventually_runs(&client, &ns, "forbid", 2).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs_of(&client, &ns, "forbid").await.len(), 2, "exactly one more Run");
+    assert_eq!(support::runs_of(&client, &ns, "forbid").await.len(), 2, "exactly one more Run");
     assert!(rcs.get("forbid").await.unwrap().status.unwrap().triggers.pending.is_none());
 
     // Replace: a new trigger stops the running Run on the provider and starts a new one.
@@ -360,7 +351,7 @@ async fn forbid_coalesces_and_replace_stops_the_running_run() {
     let deletes_before = metrics.provider_calls(&format!("{ns}/stub"), "run", "delete", "ok");
     accept(&operator, success(&ns, "dep-r", "r2", 2, json!({}))).await;
     let replacement = support::eventually("the old Run gone and a new one", TIMEOUT, || async {
-        let runs = runs_of(&client, &ns, "replace").await;
+        let runs = support::runs_of(&client, &ns, "replace").await;
         (runs.len() == 1 && runs[0].name_any() != running).then(|| runs[0].name_any())
     })
     .await;
@@ -426,7 +417,7 @@ async fn a_join_survives_sigkill_and_reverse_redelivery() {
     eventually_runs(&client, &ns, "joined", 1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        runs_of(&client, &ns, "joined").await.len(),
+        support::runs_of(&client, &ns, "joined").await.len(),
         1,
         "one Run, however often and in whatever order"
     );

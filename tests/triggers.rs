@@ -78,15 +78,6 @@ fn run_configuration(
     rc
 }
 
-async fn runs_of(client: &kube::Client, ns: &str, rc: &str) -> Vec<Run> {
-    let selector = format!("pipelines.kubeflow.org/runconfiguration.name={rc}");
-    Api::<Run>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-}
-
 fn condition<'a>(rc: &'a RunConfiguration, type_: &str) -> Option<&'a Condition> {
     rc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -138,7 +129,7 @@ async fn the_walkthrough_chains_three_run_configurations() {
 
     // Exactly one dependant Run, with the artifact location and the trigger labels.
     let training_runs = support::eventually("the training run", TIMEOUT, || async {
-        let runs = runs_of(&client, &dependant, "training").await;
+        let runs = support::runs_of(&client, &dependant, "training").await;
         (!runs.is_empty()).then_some(runs)
     })
     .await;
@@ -155,7 +146,7 @@ async fn the_walkthrough_chains_three_run_configurations() {
 
     // When it completes, the third RunConfiguration, chained on it, fires.
     let evaluation_runs = support::eventually("the evaluation run", TIMEOUT, || async {
-        let runs = runs_of(&client, &dependant, "evaluation").await;
+        let runs = support::runs_of(&client, &dependant, "evaluation").await;
         (!runs.is_empty()).then_some(runs)
     })
     .await;
@@ -163,9 +154,9 @@ async fn the_walkthrough_chains_three_run_configurations() {
 
     // And nothing more happens.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs_of(&client, &base, "examples").await.len(), 1);
-    assert_eq!(runs_of(&client, &dependant, "training").await.len(), 1);
-    assert_eq!(runs_of(&client, &dependant, "evaluation").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &base, "examples").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &dependant, "training").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &dependant, "evaluation").await.len(), 1);
 
     // `kfp-operator graph` shows the chain with each node's latest run.
     let mermaid = kfp_operator::tools::graph::graph_of_cluster(&client, None, "mermaid").await.unwrap();
@@ -219,8 +210,8 @@ async fn a_cycle_is_reported_on_every_member_and_never_loops() {
     }
     // a's own onChange run completes; along the cycle nothing fires.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(runs_of(&client, &ns, "a").await.len(), 1, "a's onChange run only");
-    assert!(runs_of(&client, &ns, "b").await.is_empty(), "no run along a cycle edge");
+    assert_eq!(support::runs_of(&client, &ns, "a").await.len(), 1, "a's onChange run only");
+    assert!(support::runs_of(&client, &ns, "b").await.is_empty(), "no run along a cycle edge");
     operator.stop().await;
 }
 
@@ -306,11 +297,11 @@ async fn a_completion_reported_by_another_provider_changes_nothing() {
     assert!(sink.is_empty(), "nothing is published");
     let dep = rcs.get("dep").await.unwrap();
     assert_eq!(dep.status.and_then(|s| s.latest_runs.succeeded), None, "nothing is recorded");
-    assert!(runs_of(&client, &ns, "dependant").await.is_empty(), "no dependant starts");
+    assert!(support::runs_of(&client, &ns, "dependant").await.is_empty(), "no dependant starts");
 
     ingest.accept(completion(&ns, "dep", "succeeded", "run-1", "2024-05-01T10:00:00Z")).await.unwrap();
     support::eventually("the dependant's run", TIMEOUT, || async {
-        (runs_of(&client, &ns, "dependant").await.len() == 1).then_some(())
+        (support::runs_of(&client, &ns, "dependant").await.len() == 1).then_some(())
     })
     .await;
     assert_eq!(sink.len(), 1, "the run-completion event of the genuine completion");
@@ -343,14 +334,14 @@ async fn completions_fire_each_dependant_exactly_once() {
 
     ingest.accept(completion(&ns, "dep", "failed", "run-0", "2024-05-01T09:00:00Z")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(runs_of(&client, &ns, "x").await.is_empty(), "a failed completion triggers nobody");
+    assert!(support::runs_of(&client, &ns, "x").await.is_empty(), "a failed completion triggers nobody");
 
     for _ in 0..5 {
         ingest.accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z")).await.unwrap();
     }
     for name in ["x", "y"] {
         support::eventually(&format!("{name}'s run"), TIMEOUT, || async {
-            (runs_of(&client, &ns, name).await.len() == 1).then_some(())
+            (support::runs_of(&client, &ns, name).await.len() == 1).then_some(())
         })
         .await;
     }
@@ -395,13 +386,13 @@ async fn completions_fire_each_dependant_exactly_once() {
     ingest = ingest_without_engine(&client);
     ingest.accept(completion(&ns, "dep", "succeeded", "run-2", "2024-05-01T10:00:00Z")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs_of(&client, &ns, "x").await.len(), 1);
-    assert_eq!(runs_of(&client, &ns, "y").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &ns, "x").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &ns, "y").await.len(), 1);
 
     // A newer success fires once more.
     ingest.accept(completion(&ns, "dep", "succeeded", "run-3", "2024-05-01T11:00:00Z")).await.unwrap();
     support::eventually("x's second run", TIMEOUT, || async {
-        (runs_of(&client, &ns, "x").await.len() == 2).then_some(())
+        (support::runs_of(&client, &ns, "x").await.len() == 2).then_some(())
     })
     .await;
     operator.stop().await;
@@ -425,7 +416,7 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     // The first synchronised pipeline version fires once; the first runSpec evaluation fires once.
     for name in ["follows-pipeline", "follows-spec"] {
         support::eventually(&format!("{name}'s first run"), TIMEOUT, || async {
-            (runs_of(&client, &ns, name).await.len() == 1).then_some(())
+            (support::runs_of(&client, &ns, name).await.len() == 1).then_some(())
         })
         .await;
     }
@@ -436,7 +427,7 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
         .await
         .unwrap();
     support::eventually("a run for the new pipeline version", TIMEOUT, || async {
-        (runs_of(&client, &ns, "follows-pipeline").await.len() == 2).then_some(())
+        (support::runs_of(&client, &ns, "follows-pipeline").await.len() == 2).then_some(())
     })
     .await;
 
@@ -448,7 +439,7 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     .await
     .unwrap();
     support::eventually("a run for the edited spec", TIMEOUT, || async {
-        (runs_of(&client, &ns, "follows-spec").await.len() == 2).then_some(())
+        (support::runs_of(&client, &ns, "follows-spec").await.len() == 2).then_some(())
     })
     .await;
 
@@ -465,8 +456,8 @@ async fn on_change_triggers_fire_once_and_trigger_edits_fire_none() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs_of(&client, &ns, "follows-pipeline").await.len(), 2);
-    assert_eq!(runs_of(&client, &ns, "follows-spec").await.len(), 2);
+    assert_eq!(support::runs_of(&client, &ns, "follows-pipeline").await.len(), 2);
+    assert_eq!(support::runs_of(&client, &ns, "follows-spec").await.len(), 2);
     operator.stop().await;
 }
 
@@ -636,7 +627,7 @@ async fn schedules_are_owned_replaced_and_removed() {
     late.metadata.name = Some("late".into());
     pipelines.create(&post, &late).await.unwrap();
     support::eventually("the run for the late pipeline", TIMEOUT, || async {
-        (runs_of(&client, &ns, "follows-late-pipeline").await.len() == 1).then_some(())
+        (support::runs_of(&client, &ns, "follows-late-pipeline").await.len() == 1).then_some(())
     })
     .await;
 
@@ -683,8 +674,8 @@ async fn schedules_are_owned_replaced_and_removed() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs_of(&client, &ns, "scheduled").await.len(), 0, "the dependency never succeeded");
-    assert_eq!(runs_of(&client, &ns, "follows-late-pipeline").await.len(), 1);
+    assert_eq!(support::runs_of(&client, &ns, "scheduled").await.len(), 0, "the dependency never succeeded");
+    assert_eq!(support::runs_of(&client, &ns, "follows-late-pipeline").await.len(), 1);
     operator.stop().await;
 }
 
@@ -731,7 +722,7 @@ async fn cross_namespace_dependencies_need_a_grant() {
     ingest.accept(completion(&base, "shared", "succeeded", "run-1", "2024-05-01T10:00:00Z")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        runs_of(&client, &dependant_ns, "consumer").await.is_empty(),
+        support::runs_of(&client, &dependant_ns, "consumer").await.is_empty(),
         "a refused dependency fires nothing"
     );
 
@@ -746,9 +737,12 @@ async fn cross_namespace_dependencies_need_a_grant() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(runs_of(&client, &dependant_ns, "consumer").await.is_empty(), "granting does not replay run-1");
+    assert!(
+        support::runs_of(&client, &dependant_ns, "consumer").await.is_empty(),
+        "granting does not replay run-1"
+    );
     ingest.accept(completion(&base, "shared", "succeeded", "run-2", "2024-05-01T11:00:00Z")).await.unwrap();
-    let runs = runs_of(&client, &dependant_ns, "consumer").await;
+    let runs = support::runs_of(&client, &dependant_ns, "consumer").await;
     assert_eq!(runs.len(), 1, "the fan-out created the Run before the completion was acknowledged");
     assert_eq!(runs[0].labels()["pipelines.kubeflow.org/trigger-source-namespace"], base);
     operator.stop().await;

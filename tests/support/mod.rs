@@ -620,3 +620,13 @@ pub fn bounded(mut command: Command, what: &str, timeout: Duration) -> std::proc
     }
     child.wait_with_output().unwrap()
 }
+
+/// The Runs a RunConfiguration `rc` in `ns` started (by its `runconfiguration.name` label).
+pub async fn runs_of(client: &kube::Client, ns: &str, rc: &str) -> Vec<kfp_operator::api::Run> {
+    let selector = format!("pipelines.kubeflow.org/runconfiguration.name={rc}");
+    Api::<kfp_operator::api::Run>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+}
